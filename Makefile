@@ -1,0 +1,37 @@
+# One entry point for every routine job. Each target installs what it needs first.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install run test lint bench migrate clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev,plot]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## run: the whole service (worker + beat + dispatcher); embedded broker/DB when none configured
+run: $(STAMP)
+	$(BIN)/signalgen dev
+
+## test: the full suite (integration tests need Redis/PostgreSQL/RabbitMQ; required under CI)
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+migrate: $(STAMP)
+	$(BIN)/signalgen db upgrade
+
+clean:
+	rm -rf $(VENV) .signalgen .pytest_cache .mypy_cache .ruff_cache

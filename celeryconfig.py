@@ -1,0 +1,82 @@
+"""Celery settings for `celery -A tasks ...`. Built from the environment via signalgen.settings.
+
+JSON only (pickle refused), late acks with prefetch 1 so a killed worker's task is redelivered,
+task events on so Flower sees every task, UTC, broker retries on start-up.
+
+`beat_schedule` is built from `config/` (one entry per enabled generator, each with `expires`).
+Bad configuration stops `celery -A tasks worker|beat` here, at start-up, with the file and field.
+"""
+
+import os
+
+from kombu import Queue
+
+from signalgen.config import ConfigError
+from signalgen.settings import get_settings
+from tasks.schedules import build_beat_schedule
+from tasks.topology import DISPATCH_QUEUE, PIPELINES_QUEUE, SIGNALS_QUEUE
+
+_settings = get_settings()
+
+broker_url = _settings.broker_url
+broker_connection_retry_on_startup = True
+broker_transport_options = {
+    # Longer than the longest task (a webhook with its retries, a replay batch): a task still
+    # running when this expires would be redelivered to another worker while it runs.
+    "visibility_timeout": 3600,
+}
+
+include = [
+    "tasks.signals",
+    "tasks.dispatch",
+    "tasks.pipelines",
+    "tasks.ops",
+    "tasks.repair",
+    "tasks.refused",
+]
+
+task_serializer = "json"
+result_serializer = "json"
+accept_content = ["json"]
+# Refused messages (pickle, undecodable, unknown task) are dead-lettered, not only dropped.
+worker_consumer = "tasks.refused:RefusingConsumer"
+event_serializer = "json"
+
+task_ignore_result = True
+result_backend = None
+
+task_acks_late = True
+task_reject_on_worker_lost = True
+worker_prefetch_multiplier = 1
+
+worker_send_task_events = True
+task_send_sent_event = True
+task_track_started = True
+
+enable_utc = True
+timezone = "UTC"
+
+worker_hijack_root_logger = False
+
+task_default_queue = "celery"
+task_queues = (
+    Queue("celery"),
+    Queue(SIGNALS_QUEUE),
+    Queue(DISPATCH_QUEUE),
+    Queue(PIPELINES_QUEUE),
+)
+task_routes = {
+    "signals.dispatch": {"queue": DISPATCH_QUEUE},
+    "signals.*": {"queue": SIGNALS_QUEUE},
+    "pipelines.*": {"queue": PIPELINES_QUEUE},
+}
+
+# Hot standby: any number of beats, one sends (a Redis lock; see tasks/beatlock.py).
+if os.environ.get("BEAT_LOCK", "").strip().lower() in ("1", "true", "yes", "on"):
+    beat_scheduler = "tasks.beatlock:LockedScheduler"
+
+try:
+    beat_schedule = build_beat_schedule(_settings)
+except ConfigError as _error:
+    # SystemExit, not a traceback: worker and beat stop at start-up naming the file and field.
+    raise SystemExit(f"configuration error: {_error}") from None
