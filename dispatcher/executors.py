@@ -1,0 +1,171 @@
+"""What an execution does: `record` (default), signed `webhook`, or `celery` send_task.
+
+Executors get everything as arguments (the payload, the executor settings, an HTTP session, a
+`send_task` callable, a sleep function), so they run the same in a worker and in a unit test.
+Each returns an `Outcome` the caller stores on the execution row.
+
+Webhook signing: `X-Signal-Timestamp` is the Unix time (seconds) of the attempt and
+`X-Signal-Signature` the hex HMAC-SHA256, keyed with the pipeline's secret, of
+`"<timestamp>.<body>"`; receivers recompute it and reject stale timestamps (replay protection).
+`X-Idempotency-Key` (and the Celery task id) are the same on every attempt of one execution,
+so a receiver can drop a delivery repeated after a crash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import random
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import requests
+
+from schemas.pipeline import CeleryExecutor, RecordExecutor, WebhookExecutor
+from signalgen.logs import redact
+
+#: Namespace of the task ids the celery executor derives from (pipeline, idempotency key).
+EXECUTION_NAMESPACE = uuid.UUID("0c5c2b0e-8f3e-5a55-9a51-3f7d2c1e6b40")
+RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+MAX_BACKOFF_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class ExecutionContext:
+    execution_id: int
+    pipeline_id: uuid.UUID
+    idempotency_key: str
+    #: The JSON sent to the pipeline: the signal as published, or the slot for periodic runs.
+    payload: str
+
+
+@dataclass
+class Outcome:
+    ok: bool
+    detail: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+
+def execution_task_id(pipeline_id: uuid.UUID, idempotency_key: str) -> str:
+    """A task id stable across attempts of one execution (the backend's idempotency key)."""
+    return str(uuid.uuid5(EXECUTION_NAMESPACE, f"{pipeline_id}|{idempotency_key}"))
+
+
+def sign(secret: str, timestamp: str, body: bytes) -> str:
+    """Hex HMAC-SHA256 of `"<timestamp>.<body>"`."""
+    message = timestamp.encode("ascii") + b"." + body
+    return hmac.new(secret.encode("utf-8"), message, hashlib.sha256).hexdigest()
+
+
+def backoff_delay(attempt: int, base: float, rng: Callable[[], float] = random.random) -> float:
+    """Exponential back-off with jitter: half fixed, half random, capped."""
+    ceiling = min(MAX_BACKOFF_SECONDS, base * 2 ** (attempt - 1))
+    return float(ceiling / 2 + rng() * ceiling / 2)
+
+
+def run_record(context: ExecutionContext, config: RecordExecutor) -> Outcome:
+    """The execution row and its signal are the record; nothing else to do."""
+    return Outcome(ok=True, detail={"executor": "record", "payload_bytes": len(context.payload)})
+
+
+def run_webhook(
+    context: ExecutionContext,
+    config: WebhookExecutor,
+    *,
+    http: requests.Session | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.time,
+    rng: Callable[[], float] = random.random,
+) -> Outcome:
+    """POST the payload, signed; retry transport errors, timeouts, 408/425/429/5xx."""
+    body = context.payload.encode("utf-8")
+    secret = config.secret.get_secret_value()
+    session = http or requests.Session()
+    attempts: list[dict[str, Any]] = []
+    try:
+        for attempt in range(1, config.max_attempts + 1):
+            timestamp = str(int(clock()))
+            headers = {
+                "Content-Type": "application/json",
+                "User-Agent": "signalgen-webhook/1",
+                "X-Signal-Timestamp": timestamp,
+                "X-Signal-Signature": sign(secret, timestamp, body),
+                "X-Idempotency-Key": f"{context.pipeline_id}:{context.idempotency_key}",
+                "X-Pipeline-Id": str(context.pipeline_id),
+            }
+            started = time.monotonic()
+            try:
+                response = session.post(
+                    str(config.url),
+                    data=body,
+                    headers=headers,
+                    timeout=config.timeout_seconds,
+                    allow_redirects=False,
+                )
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                attempts.append(
+                    {
+                        "error": type(exc).__name__,
+                        "ms": round((time.monotonic() - started) * 1000, 1),
+                    }
+                )
+                # The message names the URL, whose query may hold the receiver's token: it is
+                # stored on the execution and in dead letters, so it is redacted here.
+                retryable, error = True, redact(f"{type(exc).__name__}: {exc}")
+            else:
+                attempts.append(
+                    {
+                        "status": response.status_code,
+                        "ms": round((time.monotonic() - started) * 1000, 1),
+                    }
+                )
+                if 200 <= response.status_code < 300:
+                    return Outcome(
+                        ok=True,
+                        detail={
+                            "executor": "webhook",
+                            "status": response.status_code,
+                            "attempts": attempts,
+                        },
+                    )
+                retryable = response.status_code in RETRY_STATUSES
+                error = f"HTTP {response.status_code}"
+            if not retryable or attempt == config.max_attempts:
+                return Outcome(
+                    ok=False, error=error, detail={"executor": "webhook", "attempts": attempts}
+                )
+            sleep(backoff_delay(attempt, config.backoff_seconds, rng))
+    finally:
+        if http is None:
+            session.close()
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def run_celery(
+    context: ExecutionContext, config: CeleryExecutor, *, send_task: Callable[..., Any]
+) -> Outcome:
+    """send_task(config.task) to config.queue with the signal; the task id is stable per
+    execution, so a resend after a crash carries the same id."""
+    task_id = execution_task_id(context.pipeline_id, context.idempotency_key)
+    send_task(
+        config.task,
+        args=[context.payload],
+        kwargs={
+            "pipeline_id": str(context.pipeline_id),
+            "idempotency_key": context.idempotency_key,
+        },
+        queue=config.queue,
+        task_id=task_id,
+    )
+    return Outcome(
+        ok=True,
+        detail={
+            "executor": "celery",
+            "task": config.task,
+            "queue": config.queue,
+            "task_id": task_id,
+        },
+    )

@@ -1,0 +1,386 @@
+"""Replay: deliver stored signals again, through the same claims table as live dispatch.
+
+Select signals by id, time range (`created_at`), type, ticker and source; optionally restrict
+the pipelines. For each signal the pipelines that match it *now* (enabled `signal` pipelines,
+current scanners and watchlist) are computed with the dispatcher's own `MatchIndex`, then:
+
+- default (fill gaps): per matched pipeline, look at its executions of this signal (every
+  generation). None: claim generation 0 (INSERT .. ON CONFLICT DO NOTHING, so a concurrent live
+  dispatch or a second replay claims it once). Latest one `failed` or `rate_limited`: re-arm it
+  (back to `claimed`; the row, its key and its attempt count are kept). Latest one still
+  `claimed` (a dispatcher died before enqueueing): enqueue it again. Anything else (`enqueued`,
+  `running`, `succeeded`, `skipped`): skip; the pipeline has, or is getting, the signal.
+- `force`: a new replay generation g+1 (g = the highest generation any pipeline has for this
+  signal) is claimed for every chosen pipeline; its idempotency key `signal:<id>:g<g+1>` makes
+  that re-run itself exactly-once, and the executions rows record it.
+- `dry_run`: the same plan, computed without writing or enqueueing.
+
+Enqueueing goes through the caller's `enqueue` (the same callable `service.dispatch` uses), then
+rows move claimed → enqueued; `pipelines.execute` runs each row once whatever is redelivered.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Hashable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from dispatcher import claims
+from dispatcher.matching import MatchIndex
+from schemas.signal import AwareUTC, Signal, Ticker
+from signalgen.db import Database
+from signalgen.db.models import Execution, SignalRecord, SignalTicker
+from signalgen.logs import log_event
+
+logger = logging.getLogger("dispatcher.replay")
+
+#: Signals handled per transaction (and per progress report).
+BATCH = 200
+#: Planned actions kept in a result (a dry run over a year of signals stays small).
+MAX_LISTED = 2000
+
+REARMABLE = ("failed", "rate_limited")
+
+Enqueue = Callable[[Sequence[tuple[int, float | None]]], object]
+Progress = Callable[[int, int, "ReplayResult"], None]
+Action = Literal["claim", "rearm", "reenqueue", "skip", "force"]
+
+
+class ReplayRequest(BaseModel):
+    """What to replay. Every filter is optional; given filters all apply (AND)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    signal_ids: tuple[uuid.UUID, ...] = ()
+    since: AwareUTC | None = None
+    until: AwareUTC | None = None
+    signal_types: tuple[str, ...] = ()
+    tickers: tuple[Ticker, ...] = ()
+    sources: tuple[str, ...] = ()
+    pipeline_ids: tuple[uuid.UUID, ...] = ()
+    force: bool = False
+    dry_run: bool = False
+    limit: int | None = Field(default=None, ge=1)
+
+    @field_validator(
+        "signal_ids", "signal_types", "tickers", "sources", "pipeline_ids", mode="before"
+    )
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return (value,) if isinstance(value, str) else value
+
+    def has_signal_filter(self) -> bool:
+        return bool(
+            self.signal_ids
+            or self.since
+            or self.until
+            or self.signal_types
+            or self.tickers
+            or self.sources
+        )
+
+
+class InvalidReplay(ValueError):
+    """A replay request that cannot run; the message names the field."""
+
+
+def parse_request(data: dict[str, Any]) -> ReplayRequest:
+    """Validate task kwargs / CLI options into a ReplayRequest (InvalidReplay names fields)."""
+    try:
+        request = ReplayRequest.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'request'}: {e['msg']}"
+            for e in exc.errors(include_url=False)
+        )
+        raise InvalidReplay(problems) from None
+    if not request.has_signal_filter():
+        raise InvalidReplay(
+            "give at least one signal filter (signal_ids, since, until, "
+            "signal_types, tickers, sources): replaying all history is refused"
+        )
+    if request.since and request.until and request.since >= request.until:
+        raise InvalidReplay("since must be before until")
+    return request
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    signal_id: str
+    pipeline_id: str
+    action: Action
+    generation: int
+    status: str | None = None  # the status that decided the action
+
+
+@dataclass
+class ReplayResult:
+    signals: int = 0
+    matched: int = 0
+    claimed: int = 0
+    rearmed: int = 0
+    reenqueued: int = 0
+    skipped: int = 0
+    forced: int = 0
+    enqueued: int = 0
+    unparseable: int = 0
+    dry_run: bool = False
+    force: bool = False
+    generations: dict[str, int] = field(default_factory=dict)  # signal id -> forced generation
+    planned: list[PlannedRun] = field(default_factory=list)
+
+    @property
+    def to_run(self) -> int:
+        return self.claimed + self.rearmed + self.reenqueued + self.forced
+
+    def as_dict(self, *, with_plan: bool = False) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "signals": self.signals,
+            "matched": self.matched,
+            "to_run": self.to_run,
+            "claimed": self.claimed,
+            "rearmed": self.rearmed,
+            "reenqueued": self.reenqueued,
+            "forced": self.forced,
+            "skipped": self.skipped,
+            "enqueued": self.enqueued,
+            "unparseable": self.unparseable,
+            "dry_run": self.dry_run,
+            "force": self.force,
+        }
+        if self.force:
+            out["generations"] = sorted(set(self.generations.values()))
+        if with_plan:
+            out["planned"] = [vars(p) for p in self.planned]
+        return out
+
+
+def _selection(request: ReplayRequest, recorded_by: datetime | None = None) -> Any:
+    """The request's signals; with `recorded_by`, only those recorded by then (a snapshot, so a
+    replay's count and its batches see the same signals while new ones keep arriving)."""
+    statement = select(SignalRecord.signal_id, SignalRecord.payload, SignalRecord.created_at)
+    if recorded_by is not None:
+        statement = statement.where(SignalRecord.recorded_at <= recorded_by)
+    if request.signal_ids:
+        statement = statement.where(SignalRecord.signal_id.in_(request.signal_ids))
+    if request.since is not None:
+        statement = statement.where(SignalRecord.created_at >= request.since)
+    if request.until is not None:
+        statement = statement.where(SignalRecord.created_at < request.until)
+    if request.signal_types:
+        statement = statement.where(SignalRecord.signal_type.in_(request.signal_types))
+    if request.sources:
+        statement = statement.where(SignalRecord.source.in_(request.sources))
+    if request.tickers:
+        statement = statement.where(
+            SignalRecord.signal_id.in_(
+                select(SignalTicker.signal_id).where(SignalTicker.ticker.in_(request.tickers))
+            )
+        )
+    return statement
+
+
+def count_selected(
+    db: Database, request: ReplayRequest, recorded_by: datetime | None = None
+) -> int:
+    statement = select(func.count()).select_from(_selection(request, recorded_by).subquery())
+    with db.session() as session:
+        total = int(session.execute(statement).scalar_one())
+    return min(total, request.limit) if request.limit else total
+
+
+def _selected(
+    db: Database, request: ReplayRequest, recorded_by: datetime | None = None
+) -> Iterable[list[tuple[uuid.UUID, str]]]:
+    """Batches of (signal_id, payload), oldest first, keyset-paginated."""
+    after: tuple[datetime, uuid.UUID] | None = None
+    remaining = request.limit
+    while remaining is None or remaining > 0:
+        size = BATCH if remaining is None else min(BATCH, remaining)
+        statement = _selection(request, recorded_by)
+        if after is not None:
+            statement = statement.where(
+                (SignalRecord.created_at > after[0])
+                | ((SignalRecord.created_at == after[0]) & (SignalRecord.signal_id > after[1]))
+            )
+        statement = statement.order_by(SignalRecord.created_at, SignalRecord.signal_id).limit(size)
+        with db.session() as session:
+            rows = session.execute(statement).all()
+        if not rows:
+            return
+        after = (rows[-1].created_at, rows[-1].signal_id)
+        if remaining is not None:
+            remaining -= len(rows)
+        yield [(row.signal_id, row.payload) for row in rows]
+
+
+def _latest_rows(
+    session: Session, signal_id: uuid.UUID, pipeline_ids: Sequence[Hashable]
+) -> tuple[dict[Any, tuple[int, int, str]], int]:
+    """{pipeline_id: (execution id, generation, status) of its latest generation} and the
+    highest generation any pipeline has for this signal (-1 when none)."""
+    rows = session.execute(
+        select(Execution.id, Execution.pipeline_id, Execution.generation, Execution.status).where(
+            Execution.signal_id == signal_id
+        )
+    ).all()
+    wanted = set(pipeline_ids)
+    latest: dict[Any, tuple[int, int, str]] = {}
+    highest = -1
+    for row in rows:
+        highest = max(highest, row.generation)
+        if row.pipeline_id in wanted:
+            current = latest.get(row.pipeline_id)
+            if current is None or row.generation > current[1]:
+                latest[row.pipeline_id] = (row.id, row.generation, row.status)
+    return latest, highest
+
+
+def _note(result: ReplayResult, run: PlannedRun) -> None:
+    if len(result.planned) < MAX_LISTED:
+        result.planned.append(run)
+
+
+def _plan_signal(
+    session: Session,
+    signal: Signal,
+    pipelines: list[Hashable],
+    request: ReplayRequest,
+    result: ReplayResult,
+    now: datetime,
+) -> list[int]:
+    """Decide (and unless dry-run, write) this signal's runs. Returns execution ids to enqueue."""
+    sid = signal.signal_id
+    latest, highest = _latest_rows(session, sid, pipelines)
+    todo: list[int] = []
+    if request.force:
+        generation = highest + 1 if highest >= 0 else 1
+        result.generations[str(sid)] = generation
+        for pid in pipelines:
+            _note(result, PlannedRun(str(sid), str(pid), "force", generation))
+        result.forced += len(pipelines)
+        if not request.dry_run:
+            new = claims.claim_signal(
+                session, signal_id=sid, generation=generation, pipeline_ids=pipelines, now=now
+            )
+            todo.extend(c.execution_id for c in new)
+        return todo
+    missing: list[Hashable] = []
+    rearm: list[int] = []
+    for pid in pipelines:
+        row = latest.get(pid)
+        if row is None:
+            missing.append(pid)
+            _note(result, PlannedRun(str(sid), str(pid), "claim", 0))
+            continue
+        execution_id, generation, status = row
+        if status in REARMABLE:
+            rearm.append(execution_id)
+            result.rearmed += 1
+            _note(result, PlannedRun(str(sid), str(pid), "rearm", generation, status))
+        elif status == "claimed":
+            todo.append(execution_id)
+            result.reenqueued += 1
+            _note(result, PlannedRun(str(sid), str(pid), "reenqueue", generation, status))
+        else:
+            result.skipped += 1
+            _note(result, PlannedRun(str(sid), str(pid), "skip", generation, status))
+    if request.dry_run:
+        result.claimed += len(missing)
+        return []
+    if missing:
+        new = claims.claim_signal(
+            session, signal_id=sid, generation=0, pipeline_ids=missing, now=now
+        )
+        result.claimed += len(new)
+        result.skipped += len(missing) - len(new)  # claimed meanwhile by a live dispatch
+        todo.extend(c.execution_id for c in new)
+    if rearm:
+        rows = (
+            session.execute(
+                update(Execution)
+                .where(Execution.id.in_(rearm), Execution.status.in_(REARMABLE))
+                .values(status="claimed", claimed_at=now, error=None)
+                .returning(Execution.id)
+                .execution_options(synchronize_session=False)
+            )
+            .scalars()
+            .all()
+        )
+        todo.extend(rows)
+    return todo
+
+
+def replay(
+    request: ReplayRequest,
+    *,
+    db: Database,
+    index: MatchIndex,
+    enqueue: Enqueue | None,
+    progress: Progress | None = None,
+    now: Callable[[], datetime] | None = None,
+) -> ReplayResult:
+    """Run (or with `dry_run`, plan) a replay. `enqueue` may be None only for a dry run."""
+    if enqueue is None and not request.dry_run:
+        raise ValueError("enqueue is required unless dry_run")
+    clock = now or (lambda: datetime.now(UTC))
+    targets = set(request.pipeline_ids)
+    result = ReplayResult(dry_run=request.dry_run, force=request.force)
+    # Signals recorded after the replay started are not its business (they are dispatched as
+    # they come): count and batches both stop at this moment, so progress never exceeds total.
+    snapshot = datetime.now(UTC)
+    total = count_selected(db, request, snapshot)
+    done = 0
+    if progress is not None:
+        progress(0, total, result)
+    for batch in _selected(db, request, snapshot):
+        moment = clock()
+        todo: list[int] = []
+        with db.session() as session:
+            for _signal_id, payload in batch:
+                try:
+                    signal = Signal.from_json(payload)
+                except ValidationError as exc:
+                    result.unparseable += 1
+                    log_event(
+                        logger,
+                        "replay_signal_unparseable",
+                        logging.WARNING,
+                        signal_id=str(_signal_id),
+                        reason=str(exc).splitlines()[0],
+                    )
+                    continue
+                pipelines = index.match(signal)
+                if targets:
+                    pipelines = [p for p in pipelines if p in targets]
+                result.signals += 1
+                result.matched += len(pipelines)
+                if pipelines:
+                    todo.extend(_plan_signal(session, signal, pipelines, request, result, moment))
+            if request.dry_run:
+                session.rollback()
+        if todo and enqueue is not None:
+            # Latency of a replayed run is measured from the replay, not the original publish.
+            enqueue([(execution_id, moment.timestamp()) for execution_id in todo])
+            with db.session() as session:
+                claims.mark_enqueued(session, todo, now=clock())
+            result.enqueued += len(todo)
+        done += len(batch)
+        if progress is not None:
+            progress(done, total, result)
+    log_event(logger, "replay_finished", logging.INFO, **result.as_dict())
+    return result
+
+
+def current_index(db: Database, watchlist: Iterable[str]) -> MatchIndex:
+    """A match index built now from the database (a replay must not use a stale cache)."""
+    from dispatcher.store import load_signal_scanners
+
+    return MatchIndex.build(load_signal_scanners(db), watchlist=watchlist, version="replay")
