@@ -1,0 +1,97 @@
+"""The Celery application: `celery -A tasks worker|beat|flower`.
+
+Tasks here are thin: validate the payload into a `schemas` model, call `generators/` or
+`dispatcher/`, map errors to retry or dead-letter. Settings live in `celeryconfig.py`.
+
+Process hooks build resources explicitly: JSON logging for every process, the database schema
+once at worker start, per-process runtime resources in each pool child.
+"""
+
+from typing import Any
+
+from celery import Celery, signals
+
+app = Celery("signalgen")
+app.config_from_object("celeryconfig")
+
+
+@signals.setup_logging.connect
+def _configure_logging(**_: Any) -> None:
+    from signalgen.logs import configure_logging
+    from signalgen.settings import get_settings
+
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_format)
+
+
+@signals.worker_init.connect
+def _ensure_schema(**_: Any) -> None:
+    # In a short-lived child: migrations (Alembic, SQLAlchemy DDL) would otherwise stay resident
+    # in every worker for its whole life, and the pool must not inherit its connections.
+    import subprocess
+    import sys
+
+    code = (
+        "from signalgen.db import get_database\n"
+        "from signalgen.db.engine import ensure_schema\n"
+        "ensure_schema(get_database())\n"
+    )
+    done = subprocess.run(  # noqa: S603 (our own interpreter, fixed code)
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"database schema check failed:\n{done.stderr[-4000:]}")
+
+
+@signals.worker_process_init.connect
+def _build_resources(**_: Any) -> None:
+    import threading
+
+    from signalgen.runtime import get_resources
+
+    get_resources()
+    # In the background: a child must report ready within `worker_proc_alive_timeout` (4 s),
+    # and a slow or absent database must not make the pool respawn it. A task arriving first
+    # simply waits on the same locks, as it would have without the warm-up.
+    threading.Thread(target=_warm_up, name="warm-up", daemon=True).start()
+
+
+def _warm_up() -> None:
+    import logging
+
+    from signalgen.logs import log_event
+
+    try:
+        from dispatcher import runtime
+        from tasks.ops import warm_up
+
+        warm_up(runtime.warm_up())
+    except Exception as exc:  # first tasks then build lazily, and report the outage themselves
+        log_event(
+            logging.getLogger("tasks"),
+            "worker_warm_up_failed",
+            logging.WARNING,
+            reason=f"{type(exc).__name__}: {exc}",
+        )
+
+
+@signals.worker_process_shutdown.connect
+def _close_resources(**_: Any) -> None:
+    from signalgen.runtime import close_resources
+
+    close_resources()
+
+
+def _register_consumer_steps() -> None:
+    # The dispatcher's intake of plain-JSON signals runs inside the worker's consumer.
+    from tasks.dispatch import SignalIntake
+
+    app.steps["consumer"].add(SignalIntake)
+
+
+_register_consumer_steps()
+
+__all__ = ["app"]
