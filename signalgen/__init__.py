@@ -1,0 +1,1 @@
+"""Service plumbing for the Signal Generator: settings, storage, market data, publishing, CLI."""

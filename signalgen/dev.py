@@ -1,0 +1,312 @@
+"""The embedded default: the whole service in one command, offline when nothing is configured.
+
+`signalgen dev` runs a Celery worker and beat (and, on request, the HTTP API) as child processes.
+With BROKER_URL / DATABASE_URL set it uses them. With none, it serves the Redis protocol itself
+(fakeredis's TCP server, in this process, on a free local port), uses the SQLite default, creates
+the schema and loads the bundled sample bars, so signals flow within seconds without a network.
+SIGINT (Ctrl-C) or SIGTERM stops every child and waits for it: no orphans.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+
+from signalgen.logs import log_event, redact
+
+logger = logging.getLogger("signalgen.dev")
+
+#: The mock generator's interval under `signalgen dev` unless MOCK_GENERATOR_INTERVAL_SECONDS
+#: says otherwise: frequent enough that a fresh checkout shows signals at once.
+DEV_MOCK_INTERVAL_SECONDS = "15"
+#: How long a child gets to finish its current task after SIGTERM before it is killed.
+STOP_TIMEOUT_SECONDS = 20.0
+
+
+class EmbeddedRedis:
+    """fakeredis's Redis-protocol TCP server on 127.0.0.1, served from a background thread."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        from fakeredis import TcpFakeServer
+
+        self.server = TcpFakeServer((host, port))
+        self.host = host
+        self.port = int(self.server.server_address[1])
+        self._thread = threading.Thread(
+            target=self.server.serve_forever,
+            kwargs={"poll_interval": 0.2},
+            name="embedded-redis",
+            daemon=True,
+        )
+
+    @property
+    def url(self) -> str:
+        return f"redis://{self.host}:{self.port}/0"
+
+    def start(self) -> EmbeddedRedis:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self._thread.join(timeout=5)
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self, env: Mapping[str, str]) -> None:
+        # Own session: a terminal's Ctrl-C reaches only us, and we stop children in order.
+        self.process = subprocess.Popen(self.argv, env=dict(env), start_new_session=True)  # noqa: S603
+        log_event(logger, "dev_child_started", child=self.name, pid=self.process.pid)
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def terminate(self) -> None:
+        if self.running():
+            assert self.process is not None
+            self.process.send_signal(signal.SIGTERM)
+
+    def wait_or_kill(self, deadline: float) -> int | None:
+        if self.process is None:
+            return None
+        try:
+            return self.process.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            log_event(
+                logger, "dev_child_killed", logging.WARNING, child=self.name, pid=self.process.pid
+            )
+        # Still running (not reaped, so its group id is still its own): kill the whole group,
+        # a prefork worker's pool children included.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        return self.process.wait(10)
+
+
+@dataclass
+class DevOptions:
+    concurrency: int = 2
+    beat: bool = True
+    api_port: int | None = None
+    log_level: str | None = None
+
+
+@dataclass
+class DevService:
+    """The children and the embedded broker of one `signalgen dev` run."""
+
+    options: DevOptions
+    env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
+    embedded: EmbeddedRedis | None = None
+    children: list[Child] = field(default_factory=list)
+    workdir: Path | None = None
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _stopped: bool = False
+
+    def prepare(self) -> None:
+        """Choose broker and database, create the schema, load sample bars, check the config.
+
+        Raises ConfigError (file and field) before any child starts.
+        """
+        from signalgen.settings import Settings
+        from tasks.schedules import build_beat_schedule
+
+        env = self.env
+        if not env.get("BROKER_URL"):
+            self.embedded = EmbeddedRedis().start()
+            env["BROKER_URL"] = self.embedded.url
+            env.setdefault("REDIS_URL", self.embedded.url)
+        env.setdefault("MOCK_GENERATOR_INTERVAL_SECONDS", DEV_MOCK_INTERVAL_SECONDS)
+        if self.options.log_level:
+            env["LOG_LEVEL"] = self.options.log_level
+        env["PYTHONUNBUFFERED"] = "1"
+        settings = Settings(
+            **{
+                k: v
+                for k, v in env.items()  # type: ignore[arg-type]
+                if k in _SETTINGS_VARIABLES
+            }
+        )
+        env["DATABASE_URL"] = settings.database_url
+        build_beat_schedule(settings)  # bad configuration stops here, naming file and field
+        self._prepare_database(settings.database_url)
+        self.workdir = Path(tempfile.mkdtemp(prefix="signalgen-dev-"))
+        log_event(
+            logger,
+            "dev_prepared",
+            broker=redact(env["BROKER_URL"]),
+            embedded_broker=self.embedded is not None,
+            database=redact(settings.database_url),
+            mock_interval_seconds=env["MOCK_GENERATOR_INTERVAL_SECONDS"],
+        )
+
+    def _prepare_database(self, url: str) -> None:
+        from signalgen.db import Database
+        from signalgen.db.engine import ensure_schema
+
+        database = Database(url)
+        try:
+            ensure_schema(database)
+            try:
+                from signalgen.marketdata import BarStore
+                from signalgen.marketdata.csv_import import load_sample_bars
+            except ImportError:  # market data not installed in this build: mock signals only
+                return
+            store = BarStore(database)
+            if not store.summary():
+                loaded = load_sample_bars(store)
+                log_event(
+                    logger, "sample_bars_loaded", tickers=sorted(loaded), bars=sum(loaded.values())
+                )
+        finally:
+            database.dispose()
+
+    def plan(self) -> list[Child]:
+        python = sys.executable
+        assert self.workdir is not None
+        children = [
+            Child(
+                "worker",
+                [
+                    python,
+                    "-m",
+                    "tasks.worker",
+                    "--loglevel=INFO",
+                    f"--concurrency={self.options.concurrency}",
+                    "-n",
+                    "dev@%h",
+                    "--queues=celery,signals,dispatch,pipelines",
+                    "--without-gossip",
+                    "--without-mingle",
+                ],
+            )
+        ]
+        if self.options.beat:
+            children.append(
+                Child(
+                    "beat",
+                    [
+                        python,
+                        "-m",
+                        "celery",
+                        "-A",
+                        "tasks",
+                        "beat",
+                        "--loglevel=INFO",
+                        f"--schedule={self.workdir / 'beat-schedule'}",
+                    ],
+                )
+            )
+        if self.options.api_port is not None:
+            children.append(
+                Child(
+                    "api",
+                    [
+                        python,
+                        "-c",
+                        "from signalgen.cli import run; run()",
+                        "api",
+                        "--port",
+                        str(self.options.api_port),
+                    ],
+                )
+            )
+        return children
+
+    def request_stop(self, signum: int, _frame: FrameType | None = None) -> None:
+        log_event(logger, "dev_stopping", signal=signal.Signals(signum).name)
+        self._stop.set()
+
+    def run(self) -> int:
+        """Start the children and supervise them until a signal, or until one of them exits."""
+        self.children = self.plan()
+        exit_code = 0
+        try:
+            for child in self.children:
+                child.start(self.env)
+            while not self._stop.wait(0.5):
+                ended = [c for c in self.children if not c.running()]
+                if ended:
+                    code = ended[0].process.returncode if ended[0].process else 1
+                    log_event(
+                        logger,
+                        "dev_child_exited",
+                        logging.ERROR,
+                        child=ended[0].name,
+                        returncode=code,
+                    )
+                    exit_code = code or 1
+                    break
+        finally:
+            self.shutdown()
+        return exit_code
+
+    def shutdown(self) -> None:
+        """Stop every child (SIGTERM, SIGKILL after a grace period), then the broker. Idempotent."""
+        if self._stopped:
+            return
+        self._stopped = True
+        for child in reversed(self.children):  # beat first: no new ticks while the worker drains
+            child.terminate()
+        deadline = time.monotonic() + STOP_TIMEOUT_SECONDS
+        for child in reversed(self.children):
+            child.wait_or_kill(deadline)
+        if self.embedded is not None:
+            self.embedded.stop()
+            self.embedded = None
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            self.workdir = None
+        log_event(logger, "dev_stopped")
+
+
+_SETTINGS_VARIABLES = {
+    "BROKER_URL",
+    "DATABASE_URL",
+    "REDIS_URL",
+    "FINNHUB_API_KEY",
+    "FINNHUB_BASE_URL",
+    "WATCHLIST_CONFIG_PATH",
+    "GENERATORS_CONFIG_PATH",
+    "MOCK_GENERATOR_INTERVAL_SECONDS",
+    "GOLDEN_CROSS_CHECK_INTERVAL_SECONDS",
+    "LOG_LEVEL",
+    "LOG_FORMAT",
+}
+
+
+def run_dev(options: DevOptions) -> int:
+    """`signalgen dev`: prepare, start, supervise; returns the exit code."""
+    from signalgen.logs import configure_logging
+    from signalgen.settings import get_settings
+
+    settings = get_settings()
+    configure_logging(options.log_level or settings.log_level, settings.log_format)
+    service = DevService(options)
+    previous = {s: signal.signal(s, service.request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        service.prepare()
+        if service._stop.is_set():
+            return 0
+        return service.run()
+    finally:
+        service.shutdown()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

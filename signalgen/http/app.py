@@ -1,0 +1,46 @@
+"""`create_app()` assembles the HTTP service: health, webhook ingress, API, metrics, dashboard.
+
+Each router module exposes `router` (a fastapi.APIRouter); add yours to ROUTERS. Resources
+(database, Redis, publisher) are built once at start-up and passed via `app.state`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI
+
+#: Modules exposing `router`; each mounted in order.
+ROUTERS: list[str] = [
+    "signalgen.http.api",
+    "signalgen.http.ingress",
+    "signalgen.http.metrics",
+    "signalgen.http.dashboard",
+]
+
+
+@contextlib.asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    yield
+    # Clients made on first use in this event loop (see signalgen.http.deps) end with it.
+    client = getattr(app.state, "api_async_redis", None)
+    if client is not None:
+        await client.aclose()
+
+
+def create_app(**state: Any) -> FastAPI:
+    """Build the app. Keyword arguments land on `app.state` (tests inject resources here)."""
+    app = FastAPI(title="Signal Generator", version="1.0.0", lifespan=_lifespan)
+    for key, value in state.items():
+        setattr(app.state, key, value)
+
+    @app.get("/healthz", tags=["health"])
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    for module_name in ROUTERS:
+        app.include_router(importlib.import_module(module_name).router)
+    return app

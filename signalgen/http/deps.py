@@ -1,0 +1,279 @@
+"""What API handlers depend on: settings, the database session, the caller, the rate limit.
+
+Resources come from `app.state` (what `create_app(**state)` was given) and are built from the
+environment on first use otherwise:
+
+- `app.state.database`: a `signalgen.db.Database` (default: `get_database()`)
+- `app.state.redis_url`: Redis for rate limits and the pipelines index version
+- `app.state.broker_url`: where replay requests (`signals.replay`) are sent
+- `app.state.api_settings`: an `ApiSettings` (default: from the environment)
+
+The caller's dependency (`current_principal`) is async and does no blocking work on a warm
+path: a key authenticated in the last `API_KEY_CACHE_SECONDS` (at most 1 s) is not looked up
+again, and the rate limit is one Redis round trip on the event loop. So a sync endpoint costs
+one thread-pool hop, and an async one (the signal list) does its blocking work in one hop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import Depends, HTTPException, Request, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+
+from signalgen.db import Database
+from signalgen.http.auth import Principal, key_digest, principal_for_digest
+from signalgen.logs import log_event
+
+logger = logging.getLogger("signalgen.http")
+
+RATE_KEY_PREFIX = "signalgen:api:rate:"
+
+
+#: INCR the window's counter, giving it its expiry when it has none: one atomic round trip.
+RATE_SCRIPT = """
+local count = redis.call('INCR', KEYS[1])
+if redis.call('TTL', KEYS[1]) < 0 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+return count
+"""
+
+
+class ApiSettings(BaseSettings):
+    """API limits, from the environment (API_RATE_LIMIT, API_RATE_WINDOW_SECONDS,
+    API_KEY_CACHE_SECONDS)."""
+
+    model_config = SettingsConfigDict(
+        extra="ignore", frozen=True, validate_by_name=True, validate_by_alias=True
+    )
+
+    rate_limit: int = Field(default=600, ge=1, validation_alias="API_RATE_LIMIT")
+    rate_window_seconds: int = Field(
+        default=60, ge=1, le=3600, validation_alias="API_RATE_WINDOW_SECONDS"
+    )
+    #: How long an authenticated key is trusted without asking the database again: a revoked
+    #: key keeps working at most this long in a worker that used it just before. 0 disables.
+    key_cache_seconds: float = Field(
+        default=1.0, ge=0, le=1, validation_alias="API_KEY_CACHE_SECONDS"
+    )
+
+
+_init_lock = threading.Lock()
+
+
+def _state(request: Request, name: str, build: Any) -> Any:
+    value = getattr(request.app.state, name, None)
+    if value is None:
+        with _init_lock:
+            value = getattr(request.app.state, name, None)
+            if value is None:
+                value = build()
+                setattr(request.app.state, name, value)
+    return value
+
+
+def get_db(request: Request) -> Database:
+    from signalgen.db import get_database
+
+    return _state(request, "database", get_database)  # type: ignore[no-any-return]
+
+
+def get_redis_url(request: Request) -> str:
+    from signalgen.settings import get_settings
+
+    return _state(  # type: ignore[no-any-return]
+        request,
+        "redis_url",
+        lambda: get_settings().effective_redis_url,
+    )
+
+
+def get_broker_url(request: Request) -> str:
+    from signalgen.settings import get_settings
+
+    return _state(  # type: ignore[no-any-return]
+        request,
+        "broker_url",
+        lambda: get_settings().broker_url,
+    )
+
+
+def get_redis(request: Request) -> Any:
+    import redis
+
+    url = get_redis_url(request)
+    return _state(
+        request,
+        "api_redis",
+        lambda: redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1),
+    )
+
+
+def _rate_script(request: Request) -> Any:
+    """RATE_SCRIPT on this event loop's Redis client (made on first use, closed by the app's
+    shutdown; remade if the app is ever driven from another loop)."""
+    import redis.asyncio
+
+    loop = asyncio.get_running_loop()
+    made = getattr(request.app.state, "api_rate_script", None)
+    if made is None or made[0] is not loop:
+        client = redis.asyncio.Redis.from_url(
+            get_redis_url(request), socket_timeout=1, socket_connect_timeout=1
+        )
+        made = (loop, client, client.register_script(RATE_SCRIPT))
+        request.app.state.api_rate_script = made
+        request.app.state.api_async_redis = client
+    return made[2]
+
+
+def get_api_settings(request: Request) -> ApiSettings:
+    return _state(request, "api_settings", ApiSettings)  # type: ignore[no-any-return]
+
+
+def read_engine(request: Request) -> Engine:
+    """The database engine in autocommit: API reads need no BEGIN/COMMIT round trips."""
+    engine = get_db(request).engine
+    return _state(  # type: ignore[no-any-return]
+        request,
+        "api_read_engine",
+        lambda: engine.execution_options(isolation_level="AUTOCOMMIT"),
+    )
+
+
+async def db_session(request: Request) -> AsyncIterator[Session]:
+    """A read-only session for the request, in autocommit (no BEGIN/COMMIT round trips).
+    Writes go through `dispatcher.store`, in its own transactions.
+
+    Async on purpose: making the Session does no I/O (a connection is checked out on first
+    use, inside the sync handler's thread), and closing an autocommit session returns its
+    connection without a round trip, so this costs no thread-pool hop.
+    """
+    session = Session(bind=read_engine(request), expire_on_commit=False)
+    try:
+        yield session
+    finally:
+        session.close()
+
+
+SessionDep = Annotated[Session, Depends(db_session)]
+
+_bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer sg_...`")
+
+
+def _unauthorized(detail: str) -> HTTPException:
+    return HTTPException(401, detail=detail, headers={"WWW-Authenticate": "Bearer"})
+
+
+class KeyCache:
+    """Principals of keys authenticated in the last `ttl` seconds, by the key's SHA-256.
+
+    Only successful lookups are kept (a new key works at once; a wrong one is always asked
+    for). Used from the event loop only, so it needs no lock.
+    """
+
+    MAX_ENTRIES = 10_000
+
+    def __init__(self, ttl: float) -> None:
+        self.ttl = ttl
+        self._entries: dict[str, tuple[float, Principal]] = {}
+
+    def get(self, digest: str) -> Principal | None:
+        entry = self._entries.get(digest)
+        if entry is None:
+            return None
+        if entry[0] <= time.monotonic():
+            del self._entries[digest]
+            return None
+        return entry[1]
+
+    def put(self, digest: str, principal: Principal) -> None:
+        if self.ttl <= 0:
+            return
+        if len(self._entries) >= self.MAX_ENTRIES:
+            self._entries.clear()
+        self._entries[digest] = (time.monotonic() + self.ttl, principal)
+
+
+def _lookup(engine: Engine, digest: str) -> Principal | None:
+    with engine.connect() as connection:
+        return principal_for_digest(connection, digest)
+
+
+async def authenticated(request: Request, key: str) -> Principal | None:
+    """The principal of a live key (see `KeyCache`), or None."""
+    digest = key_digest(key)
+    if digest is None:
+        return None
+    ttl = get_api_settings(request).key_cache_seconds
+    cache: KeyCache = _state(request, "api_key_cache", lambda: KeyCache(ttl))
+    principal = cache.get(digest)
+    if principal is None:
+        principal = await run_in_threadpool(_lookup, read_engine(request), digest)
+        if principal is not None:
+            cache.put(digest, principal)
+    return principal
+
+
+async def rate_limit(request: Request, response: Response, principal: Principal) -> None:
+    """Fixed window per key in Redis: at most `rate_limit` requests per window, else 429.
+    Shared by every worker; one round trip (a Lua script: INCR, and EXPIRE on a new window).
+
+    If Redis is unreachable the request is let through and the event logged: the limit
+    protects the service, it must not take the API down with Redis.
+    """
+    settings = get_api_settings(request)
+    window = settings.rate_window_seconds
+    now = time.time()
+    slot = int(now // window)
+    key = f"{RATE_KEY_PREFIX}{principal.key_id}:{slot}"
+    try:
+        count = int(await _rate_script(request)(keys=[key], args=[window + 1]))
+    except Exception as exc:
+        log_event(
+            logger,
+            "api_rate_limit_unavailable",
+            logging.WARNING,
+            reason=f"{type(exc).__name__}: {exc}",
+        )
+        return
+    remaining = max(settings.rate_limit - count, 0)
+    reset = max(int((slot + 1) * window - now), 1)
+    headers = {
+        "X-RateLimit-Limit": str(settings.rate_limit),
+        "X-RateLimit-Remaining": str(remaining),
+        "X-RateLimit-Reset": str(reset),
+    }
+    if count > settings.rate_limit:
+        raise HTTPException(
+            429,
+            detail="rate limit exceeded for this API key",
+            headers={**headers, "Retry-After": str(reset)},
+        )
+    response.headers.update(headers)
+
+
+async def current_principal(
+    request: Request,
+    response: Response,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    """The caller, from `Authorization: Bearer <key>`; 401 when missing, unknown or revoked."""
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise _unauthorized("missing API key: send Authorization: Bearer <key>")
+    principal = await authenticated(request, credentials.credentials)
+    if principal is None:
+        raise _unauthorized("invalid or revoked API key")
+    await rate_limit(request, response, principal)
+    return principal
+
+
+PrincipalDep = Annotated[Principal, Depends(current_principal)]

@@ -1,0 +1,55 @@
+"""Resources of the operations routers (metrics, dashboard), from `app.state` or the environment.
+
+- `app.state.database`: a `signalgen.db.Database` (default: `get_database()`)
+- `app.state.redis_url`: Redis with the rate-limit counters (default: settings)
+- `app.state.broker_url`: the broker whose queue depths are exported (default: settings)
+- `app.state.operations_config`: an `OperationsConfig` (default: config/operations.json)
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import Request
+
+#: Reentrant: a resource's `build()` may itself ask for another resource (the metrics registry
+#: needs the Redis URL), on the same thread, while this lock is held.
+_lock = threading.RLock()
+
+
+def app_resource(request: Request, name: str, build: Callable[[], Any]) -> Any:
+    """`app.state.<name>`, built once with `build()` when the app was not given one."""
+    value = getattr(request.app.state, name, None)
+    if value is None:
+        with _lock:
+            value = getattr(request.app.state, name, None)
+            if value is None:
+                value = build()
+                setattr(request.app.state, name, value)
+    return value
+
+
+def database(request: Request) -> Any:
+    from signalgen.db import get_database
+
+    return app_resource(request, "database", get_database)
+
+
+def operations_config(request: Request) -> Any:
+    from signalgen.ops.config import get_operations_config
+
+    return app_resource(request, "operations_config", get_operations_config)
+
+
+def redis_url(request: Request) -> str:
+    from signalgen.settings import get_settings
+
+    return str(app_resource(request, "redis_url", lambda: get_settings().effective_redis_url))
+
+
+def broker_url(request: Request) -> str:
+    from signalgen.settings import get_settings
+
+    return str(app_resource(request, "broker_url", lambda: get_settings().broker_url))

@@ -1,0 +1,37 @@
+"""Daily market data at the edge: a bar store, CSV imports, Finnhub, a shared limiter, usage.
+
+Generators never import this package; the generate path loads `Bars` through `BarStore` and
+keeps them fresh with `refresh_bars` before calling a generator's pure `compute`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from signalgen.marketdata.refresh import RefreshReport, refresh_bars
+from signalgen.marketdata.store import BarRow, BarStore
+
+if TYPE_CHECKING:
+    from signalgen.db.engine import Database
+    from signalgen.marketdata.finnhub import FinnhubSource
+    from signalgen.settings import Settings
+
+__all__ = ["BarRow", "BarStore", "RefreshReport", "refresh_bars", "source_from_settings"]
+
+
+def source_from_settings(settings: Settings, database: Database) -> FinnhubSource:
+    """The live Finnhub source of a worker: shared Redis limiter and entitlement memory (on
+    `settings.effective_redis_url`), every call counted in `database` and checked against the
+    generator's budget (config/operations.json). Needs FINNHUB_API_KEY."""
+    import redis
+
+    from signalgen.marketdata.finnhub import FinnhubSource
+    from signalgen.marketdata.usage import DatabaseUsage
+    from signalgen.ops.config import get_operations_config
+    from signalgen.ops.costs import BudgetGuard
+
+    client = redis.Redis.from_url(settings.effective_redis_url)
+    budget = BudgetGuard(client, get_operations_config(), database=database)
+    return FinnhubSource.from_settings(
+        settings, redis_client=client, usage=DatabaseUsage(database), budget=budget
+    )

@@ -1,0 +1,23 @@
+"""Broker reads shared by the metrics exporter and the repair sweep (no Prometheus imports:
+the repair runs inside lean workers)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+def queue_depths(broker_url: str, queues: Sequence[str]) -> dict[str, int]:
+    """Messages waiting in each queue (0 for a queue the broker does not know yet)."""
+    from kombu import Connection
+    from kombu.exceptions import ChannelError
+
+    depths: dict[str, int] = {}
+    with Connection(broker_url, connect_timeout=3) as connection:
+        channel = connection.default_channel
+        for name in queues:
+            try:
+                depths[name] = int(channel.queue_declare(queue=name, passive=True).message_count)
+            except ChannelError:
+                depths[name] = 0
+                channel = connection.default_channel
+    return depths

@@ -1,0 +1,27 @@
+"""Recording and publishing signals: history + outbox rows, then the `trading-signals` exchange."""
+
+from signalgen.publishing.outbox import (
+    DEFAULT_SWEEP_AGE,
+    PublishOutcome,
+    publish_pending,
+    publish_recorded,
+)
+from signalgen.publishing.publisher import (
+    PUBLISHED_AT_HEADER,
+    KombuPublisher,
+    PublishError,
+    SignalPublisher,
+)
+from signalgen.publishing.recorder import record_signals
+
+__all__ = [
+    "DEFAULT_SWEEP_AGE",
+    "PUBLISHED_AT_HEADER",
+    "KombuPublisher",
+    "PublishError",
+    "PublishOutcome",
+    "SignalPublisher",
+    "publish_pending",
+    "publish_recorded",
+    "record_signals",
+]

@@ -1,0 +1,106 @@
+"""One typed view of the environment. Read once per process through `get_settings()`.
+
+Variable names follow the original architecture (FINNHUB_API_KEY, WATCHLIST_CONFIG_PATH,
+MOCK_GENERATOR_INTERVAL_SECONDS, GOLDEN_CROSS_CHECK_INTERVAL_SECONDS, LOG_LEVEL) plus the URLs
+of the broker, the database and Redis. Nothing set at all is a valid configuration: the embedded
+default (SQLite file, local Redis) used by `signalgen dev`.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from signalgen.paths import CONFIG_DIR, PROJECT_ROOT
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+_PLACEHOLDER_SECRETS = {"changeme", "change-me", "changethis", "your_api_key", "xxx", "secret"}
+
+
+def default_database_url() -> str:
+    return f"sqlite:///{PROJECT_ROOT / '.signalgen' / 'signalgen.db'}"
+
+
+class Settings(BaseSettings):
+    """Environment configuration. Unknown SIGNALGEN_* variables are ignored, bad values refused."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True
+    )
+
+    broker_url: str = Field(default=DEFAULT_REDIS_URL, validation_alias="BROKER_URL")
+    database_url: str = Field(default_factory=default_database_url, validation_alias="DATABASE_URL")
+    redis_url: str | None = Field(default=None, validation_alias="REDIS_URL")
+
+    finnhub_api_key: SecretStr | None = Field(default=None, validation_alias="FINNHUB_API_KEY")
+    finnhub_base_url: str = Field(
+        default="https://finnhub.io/api/v1", validation_alias="FINNHUB_BASE_URL"
+    )
+    finnhub_calls_per_minute: int = Field(
+        default=60, ge=1, validation_alias="FINNHUB_CALLS_PER_MINUTE"
+    )
+    finnhub_calls_per_second: int = Field(
+        default=30, ge=1, validation_alias="FINNHUB_CALLS_PER_SECOND"
+    )
+    finnhub_timeout_seconds: float = Field(
+        default=10.0, gt=0, validation_alias="FINNHUB_TIMEOUT_SECONDS"
+    )
+
+    watchlist_config_path: Path = Field(
+        default=CONFIG_DIR / "watchlist.json", validation_alias="WATCHLIST_CONFIG_PATH"
+    )
+    generators_config_path: Path = Field(
+        default=CONFIG_DIR / "generators.json", validation_alias="GENERATORS_CONFIG_PATH"
+    )
+    mock_generator_interval_seconds: int | None = Field(
+        default=None, gt=0, validation_alias="MOCK_GENERATOR_INTERVAL_SECONDS"
+    )
+    golden_cross_check_interval_seconds: int | None = Field(
+        default=None, gt=0, validation_alias="GOLDEN_CROSS_CHECK_INTERVAL_SECONDS"
+    )
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
+        default="INFO", validation_alias="LOG_LEVEL"
+    )
+    log_format: Literal["json", "text"] = Field(default="json", validation_alias="LOG_FORMAT")
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("finnhub_api_key")
+    @classmethod
+    def _no_placeholder(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and value.get_secret_value().strip().lower() in _PLACEHOLDER_SECRETS:
+            raise ValueError("FINNHUB_API_KEY is a placeholder; set a real key or unset it")
+        if value is not None and not value.get_secret_value().strip():
+            return None
+        return value
+
+    @field_validator("watchlist_config_path", "generators_config_path")
+    @classmethod
+    def _resolve_config_path(cls, value: Path) -> Path:
+        """Relative paths are taken from the working directory, then from the project root."""
+        if value.is_absolute() or value.exists():
+            return value
+        candidate = PROJECT_ROOT / value
+        return candidate if candidate.exists() else value
+
+    @property
+    def effective_redis_url(self) -> str:
+        """Redis for the shared rate limiter, counters and index versions."""
+        if self.redis_url:
+            return self.redis_url
+        if self.broker_url.startswith(("redis://", "rediss://")):
+            return self.broker_url
+        return DEFAULT_REDIS_URL
+
+
+@functools.cache
+def get_settings() -> Settings:
+    return Settings()
