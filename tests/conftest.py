@@ -1,0 +1,61 @@
+"""Shared fixtures. Integration fixtures use real services and fail (not skip) under CI."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from signalgen.db import Database
+from signalgen.db.base import Base
+from tests.support.services import postgres_database, redis_database
+
+DATA_DIR = Path(__file__).resolve().parent / "data"
+
+
+def create_schema(database: Database) -> None:
+    import signalgen.db.models  # noqa: F401  (registers tables)
+
+    Base.metadata.create_all(database.engine)
+
+
+@pytest.fixture
+def sqlite_db(tmp_path: Path) -> Iterator[Database]:
+    """A fresh SQLite database (the embedded default), schema applied."""
+    database = Database(f"sqlite:///{tmp_path / 'test.db'}")
+    create_schema(database)
+    yield database
+    database.dispose()
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    with postgres_database() as url:
+        yield url
+
+
+@pytest.fixture
+def pg_db(pg_url: str) -> Iterator[Database]:
+    """The session's PostgreSQL database with a clean schema for each test."""
+    database = Database(pg_url)
+    Base.metadata.drop_all(database.engine)
+    create_schema(database)
+    yield database
+    database.dispose()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    with redis_database() as url:
+        yield url
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> Iterator[object]:
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    client.flushdb()
+    yield client
+    client.close()

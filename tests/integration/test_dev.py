@@ -1,0 +1,114 @@
+"""`signalgen dev` with nothing configured: offline signals within 60 s, clean stop on SIGINT."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+CONFIG_VARIABLES = (
+    "BROKER_URL",
+    "DATABASE_URL",
+    "REDIS_URL",
+    "FINNHUB_API_KEY",
+    "MOCK_GENERATOR_INTERVAL_SECONDS",
+    "GOLDEN_CROSS_CHECK_INTERVAL_SECONDS",
+    "GENERATORS_CONFIG_PATH",
+    "WATCHLIST_CONFIG_PATH",
+    "CELERY_BROKER_URL",
+)
+
+
+def descendants(pid: int) -> set[int]:
+    """Every live process whose ancestry leads to `pid` (from /proc, no psutil)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(fields[1])
+    found: set[int] = set()
+    frontier = {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_dev_runs_offline_and_stops_cleanly(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in CONFIG_VARIABLES}
+    env["PYTHONUNBUFFERED"] = "1"
+    log_path = tmp_path / "dev.log"
+    with log_path.open("wb") as log:
+        # Run from an empty directory: no .env, nothing configured, as in a fresh checkout.
+        proc = subprocess.Popen(
+            [sys.executable, "-c", "from signalgen.cli import run; run()", "dev"],
+            cwd=tmp_path,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    children: set[int] = set()
+    try:
+        started = time.monotonic()
+        emitted: dict[str, object] | None = None
+        while time.monotonic() - started < 60 and emitted is None:
+            assert proc.poll() is None, log_path.read_text()[-4000:]
+            children |= descendants(proc.pid)
+            for line in log_path.read_text(errors="replace").splitlines():
+                if line.startswith("{") and '"signal_emitted"' in line:
+                    emitted = json.loads(line)
+                    break
+            time.sleep(0.5)
+        assert emitted is not None, f"no signal_emitted in 60 s:\n{log_path.read_text()[-4000:]}"
+        print(f"first signal_emitted {time.monotonic() - started:.1f}s after `signalgen dev`")
+        assert set(emitted) >= {
+            "signal_id",
+            "signal_type",
+            "tickers",
+            "timestamp",
+            "source",
+            "routing_key",
+        }
+        [prepared] = [
+            json.loads(line)
+            for line in log_path.read_text().splitlines()
+            if line.startswith('{"event": "dev_prepared"')
+        ]
+        assert prepared["embedded_broker"] is True
+        assert prepared["broker"].startswith("redis://127.0.0.1:")
+        assert prepared["database"].startswith("sqlite:///")  # the SQLite default
+        children |= descendants(proc.pid)
+        assert len(children) >= 2  # worker (+ its pool) and beat
+
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(40) == 0, log_path.read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+    deadline = time.monotonic() + 5
+    while any(alive(pid) for pid in children) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    orphans = [pid for pid in children if alive(pid)]
+    assert not orphans, f"children left running: {orphans}"
+    assert '"dev_stopped"' in log_path.read_text()

@@ -1,0 +1,194 @@
+"""A pipeline created over HTTP wakes on the next matching signal published on the exchange,
+a replay requested over HTTP runs it again, and a pipeline disabled over HTTP stops waking:
+two real Celery workers, Redis, PostgreSQL.
+
+The workers see signals before the pipeline exists, so their match indexes are already built:
+only the index version bumped by the API's write can make them see the new pipeline.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from kombu import Connection
+
+from schemas.signal import Signal
+from signalgen.db import Database
+from signalgen.db.models import SignalRecord
+from signalgen.http.app import create_app
+from tasks.topology import DISPATCH_INTAKE_QUEUE, SIGNAL_EXCHANGE
+from tests.integration.test_http_api import add_users, make_signal
+from tests.support.api_server import running_server
+from tests.support.processes import CeleryProcess, service_env, start_worker
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+#: What the API promises: a pipeline change is visible to every worker's matching within this.
+VISIBLE_WITHIN = 1.0
+
+
+@pytest.fixture
+def workers(
+    tmp_path: Path, pg_db: Database, redis_url: str, redis_client: Any
+) -> Iterator[list[CeleryProcess]]:
+    (tmp_path / "generators.json").write_text(
+        json.dumps(
+            {
+                "generators": {
+                    "mock_generator": {"type": "mock", "enabled": False, "interval_seconds": 60}
+                }
+            }
+        )
+    )
+    (tmp_path / "watchlist.json").write_text(json.dumps({"tickers": ["AAPL"]}))
+    env = service_env(
+        BROKER_URL=redis_url,
+        REDIS_URL=redis_url,
+        DATABASE_URL=pg_db.url,
+        GENERATORS_CONFIG_PATH=str(tmp_path / "generators.json"),
+        WATCHLIST_CONFIG_PATH=str(tmp_path / "watchlist.json"),
+        LOG_LEVEL="INFO",
+    )
+    for name in (
+        "MOCK_GENERATOR_INTERVAL_SECONDS",
+        "GOLDEN_CROSS_CHECK_INTERVAL_SECONDS",
+        "FINNHUB_API_KEY",
+    ):
+        env.pop(name, None)
+    started: list[CeleryProcess] = []
+    try:
+        for name in ("api-w1", "api-w2"):
+            started.append(
+                start_worker(env, tmp_path / f"{name}.log", name=name, concurrency=1, wait=False)
+            )
+        for worker in started:
+            worker.wait_for("ready.", timeout=90)
+        yield started
+    finally:
+        for worker in started:
+            worker.stop()
+
+
+def publish(broker_url: str, signals: list[Signal]) -> None:
+    with Connection(broker_url) as connection:
+        producer = connection.Producer()
+        for signal in signals:
+            producer.publish(
+                signal.to_json().encode(),
+                exchange=SIGNAL_EXCHANGE,
+                routing_key=signal.routing_key,
+                content_type="application/json",
+                content_encoding="utf-8",
+                headers={"x-published-at": time.time()},
+                declare=[SIGNAL_EXCHANGE, DISPATCH_INTAKE_QUEUE],
+                retry=True,
+            )
+
+
+def wait_dispatched(db: Database, signals: list[Signal], timeout: float = 60) -> dict[str, str]:
+    """signal id -> dispatch status, once none is pending."""
+    ids = [s.signal_id for s in signals]
+    deadline = time.monotonic() + timeout
+    statuses: dict[str, str] = {}
+    while time.monotonic() < deadline:
+        with db.session() as session:
+            statuses = {
+                str(row.signal_id): row.dispatch_status
+                for row in session.query(SignalRecord).filter(SignalRecord.signal_id.in_(ids))
+            }
+        if len(statuses) == len(ids) and "pending" not in statuses.values():
+            return statuses
+        time.sleep(0.2)
+    raise AssertionError(f"signals not dispatched in {timeout}s: {statuses}")
+
+
+def signals_for(ticker: str, count: int, minute: int) -> list[Signal]:
+    return [
+        make_signal(
+            ticker, datetime(2025, 6, 2, 15, minute, second, tzinfo=UTC), signal_id=uuid.uuid4()
+        )
+        for second in range(count)
+    ]
+
+
+# celeryconfig's task_acks_on_failure_or_timeout draws Celery's pending-deprecation warning when
+# the API process loads the Celery config to send signals.replay.
+@pytest.mark.filterwarnings("ignore::celery.exceptions.CPendingDeprecationWarning")
+def test_pipeline_created_over_http_receives_the_next_matching_signal(
+    pg_db: Database, redis_url: str, workers: list[CeleryProcess]
+) -> None:
+    keys = add_users(pg_db, "alice", "bob")
+    warm_up = signals_for("WARM", 6, 0)
+    publish(redis_url, warm_up)  # every worker process builds its index now, without ours
+    assert set(wait_dispatched(pg_db, warm_up).values()) == {"unmatched"}
+
+    app = create_app(database=pg_db, redis_url=redis_url, broker_url=redis_url)
+    with (
+        running_server(app) as url,
+        httpx.Client(base_url=url, headers={"Authorization": f"Bearer {keys['alice']}"}) as alice,
+    ):
+        created = alice.post(
+            "/api/v1/pipelines",
+            json={"name": "zzz-watch", "trigger_mode": "signal", "scanner": {"tickers": ["ZZZ"]}},
+        )
+        assert created.status_code == 201, created.text
+        pid = created.json()["id"]
+        time.sleep(VISIBLE_WITHIN)
+        wanted = signals_for("ZZZ", 6, 1)  # several, so both workers take some
+        publish(redis_url, wanted)
+        assert set(wait_dispatched(pg_db, wanted).values()) == {"dispatched"}
+
+        deadline = time.monotonic() + 60
+        executions: list[dict[str, Any]] = []
+        while time.monotonic() < deadline:
+            executions = alice.get(f"/api/v1/pipelines/{pid}/executions").json()["items"]
+            if len(executions) == 6 and {e["status"] for e in executions} == {"succeeded"}:
+                break
+            time.sleep(0.3)
+        assert sorted(e["signal_id"] for e in executions) == sorted(
+            str(s.signal_id) for s in wanted
+        )
+        assert all(e["latency_seconds"] is not None for e in executions)
+        detail = alice.get(f"/api/v1/signals/{wanted[0].signal_id}").json()
+        assert detail["dispatch_status"] == "dispatched" and detail["matched_count"] == 1
+        assert [e["pipeline_id"] for e in detail["executions"]] == [pid]
+
+        # A forced replay over HTTP: one more run, recorded as a new generation.
+        bob = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {keys['bob']}"})
+        with bob:
+            replay = {"signal_ids": [str(wanted[0].signal_id)], "force": True}
+            assert (
+                bob.post("/api/v1/replays", json={**replay, "pipeline_ids": [pid]}).status_code
+                == 404
+            )
+            assert [
+                e["loc"] for e in bob.post("/api/v1/replays", json=replay).json()["detail"]
+            ] == [["body", "pipeline_ids"]]
+        assert alice.post("/api/v1/replays", json={"force": True}).status_code == 422
+        accepted = alice.post("/api/v1/replays", json=replay)
+        assert accepted.status_code == 202, accepted.text
+        assert accepted.json()["pipeline_ids"] == [pid]
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            executions = alice.get(f"/api/v1/pipelines/{pid}/executions").json()["items"]
+            if len(executions) == 7 and {e["status"] for e in executions} == {"succeeded"}:
+                break
+            time.sleep(0.3)
+        replayed = [e for e in executions if e["signal_id"] == str(wanted[0].signal_id)]
+        assert len(executions) == 7 and len(replayed) == 2, executions
+
+        assert alice.post(f"/api/v1/pipelines/{pid}/disable").status_code == 200
+        time.sleep(VISIBLE_WITHIN)
+        after = signals_for("ZZZ", 6, 2)
+        publish(redis_url, after)
+        assert set(wait_dispatched(pg_db, after).values()) == {"unmatched"}
+        assert len(alice.get(f"/api/v1/pipelines/{pid}/executions").json()["items"]) == 7
+    assert all(worker.proc.poll() is None for worker in workers)

@@ -1,0 +1,333 @@
+"""The operations pages of the HTTP service on real services: `/metrics` scraped while the bus
+works (worker, Redis, PostgreSQL, a local Finnhub), and `/dashboard` rendered by a real headless
+Chromium over signals computed by the real generators from the bundled bars."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from dispatcher import claims
+from dispatcher.service import dead_letter
+from generators.backtest import walk_forward
+from generators.death_cross import DeathCrossConfig, DeathCrossSignalGenerator
+from generators.golden_cross import GoldenCrossConfig, GoldenCrossSignalGenerator
+from signalgen.db import Database
+from signalgen.http.app import create_app
+from signalgen.marketdata.csv_import import load_sample_bars
+from signalgen.marketdata.errors import MarketDataError
+from signalgen.marketdata.finnhub import FinnhubSource
+from signalgen.marketdata.limiter import Limit, RedisRateLimiter
+from signalgen.marketdata.store import BarStore
+from signalgen.marketdata.usage import DatabaseUsage, record_call
+from signalgen.ops.config import Budget, Budgets, OperationsConfig
+from signalgen.ops.costs import BudgetExhausted, BudgetGuard
+from signalgen.publishing import record_signals
+from tests.integration.ops_support import (
+    add_pipelines,
+    ops_env,
+    publish,
+    publish_raw,
+    signal_json,
+    statuses,
+    wait_until,
+)
+from tests.support.api_server import running_server
+from tests.support.fake_finnhub import FakeFinnhub
+from tests.support.ops import make_signal
+from tests.support.processes import start_worker
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.filterwarnings("ignore::celery.exceptions.CPendingDeprecationWarning"),
+]
+
+
+def scrape(base: str) -> dict[str, float]:
+    response = httpx.get(f"{base}/metrics", timeout=30)
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(response.text):
+        for sample in family.samples:
+            labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
+            out[f"{sample.name}{{{labels}}}"] = sample.value
+    return out
+
+
+def total(samples: dict[str, float], prefix: str) -> float:
+    return sum(v for k, v in samples.items() if k.startswith(prefix))
+
+
+def test_metrics_endpoint_exports_every_metric_and_they_move(
+    tmp_path: Path, pg_db: Database, redis_url: str, redis_client: object
+) -> None:
+    import redis
+
+    env = ops_env(tmp_path, pg_db, redis_url)
+    config = OperationsConfig(
+        cost_per_call={"finnhub": 0.002},
+        budgets=Budgets(generators={"gc_gen": Budget(calls_per_hour=3)}),
+    )
+    app = create_app(
+        database=pg_db, redis_url=redis_url, broker_url=redis_url, operations_config=config
+    )
+    add_pipelines(pg_db, redis_url, {"owner": "alice", "scanner": {"tickers": ["AAPL"]}})
+    client = redis.Redis.from_url(redis_url)
+    with running_server(app) as base:
+        before = scrape(base)
+        assert before["signalgen_outbox_backlog{}"] == 0
+        assert total(before, "signalgen_collector_up") == 8
+
+        # Work waiting for a worker: queue depth and outbox backlog rise.
+        publish(redis_url, [signal_json("AAPL", i) for i in range(12)])
+        publish_raw(redis_url, [(b"not json", "application/json", "signal.x")] * 3)
+        with pg_db.session() as session:
+            record_signals(session, [make_signal("NVDA", i, source="outbox_gen") for i in range(4)])
+        waiting = scrape(base)
+        assert waiting["signalgen_queue_depth{queue=signals.dispatch}"] == 15
+        assert waiting["signalgen_outbox_backlog{}"] == 4
+
+        # Finnhub calls through the real source: quotes succeed, candles 403, budget of 3/hour.
+        with FakeFinnhub(token="k" * 20) as finnhub:
+            finnhub.quotes["AAPL"] = {
+                "c": 10.0,
+                "h": 11.0,
+                "l": 9.0,
+                "o": 9.5,
+                "pc": 9.0,
+                "t": int(time.time()),
+            }
+            finnhub.set_mode("/stock/candle", "403")
+            source = FinnhubSource(
+                "k" * 20,
+                base_url=finnhub.base_url,
+                usage=DatabaseUsage(pg_db),
+                limiter=RedisRateLimiter(client, [Limit(30, 1.0)], key="t:finnhub"),
+                budget=BudgetGuard(client, config, database=pg_db),
+            )
+            source.quote("AAPL", generator="gc_gen")
+            source.quote("AAPL", generator="gc_gen")
+            with pytest.raises(MarketDataError):
+                source.candles(
+                    "AAPL",
+                    datetime(2024, 1, 1).date(),
+                    datetime(2024, 2, 1).date(),
+                    generator="gc_gen",
+                )
+            with pytest.raises(BudgetExhausted):
+                source.quote("AAPL", generator="gc_gen")  # 4th call this hour: paused
+            assert len(finnhub.requests) == 3
+            source.close()
+
+        worker = start_worker(env, tmp_path / "w.log", name="w1", concurrency=2)
+        try:
+            wait_until(
+                lambda: statuses(pg_db).get(("succeeded", 0)) == 12,
+                60,
+                "executions",
+                lambda: statuses(pg_db),
+            )
+            time.sleep(1)
+            after = scrape(base)
+        finally:
+            worker.stop()
+    client.close()
+
+    assert (
+        after["signalgen_signals_emitted_total{generator=ops-test,signal_type=golden_cross}"] == 12
+    )
+    assert (
+        after["signalgen_signals_emitted_total{generator=outbox_gen,signal_type=golden_cross}"] == 4
+    )
+    assert after["signalgen_signals_dispatch_total{outcome=dispatched}"] == 12
+    assert after["signalgen_executions{status=succeeded}"] == 12
+    assert after["signalgen_publish_to_execution_seconds_count{}"] == 12
+    assert after["signalgen_publish_to_execution_seconds_sum{}"] > 0
+    assert after["signalgen_queue_depth{queue=signals.dispatch}"] == 0
+    assert after["signalgen_outbox_backlog{}"] == 4
+    assert after["signalgen_dead_letters{reason=invalid signal,stage=dispatch,status=dead}"] == 3
+    calls = "signalgen_provider_calls_total{endpoint=%s,generator=gc_gen,provider=finnhub}"
+    errors = "signalgen_provider_errors_total{endpoint=%s,generator=gc_gen,provider=finnhub}"
+    assert after[calls % "quote"] == 2 and after[calls % "stock/candle"] == 1
+    assert after[errors % "stock/candle"] == 1 and after[errors % "quote"] == 0
+    assert after[
+        "signalgen_provider_cost_total{generator=gc_gen,provider=finnhub}"
+    ] == pytest.approx(0.006)
+    for name in (
+        "signalgen_signals_emitted_total",
+        "signalgen_executions{",
+        "signalgen_publish_to_execution_seconds_count",
+        "signalgen_dead_letters",
+        "signalgen_provider_calls_total",
+        "signalgen_provider_errors_total",
+    ):
+        assert total(after, name) > total(before, name), name
+    assert total(after, "signalgen_collector_up") == 8
+
+
+# -- dashboard in a real browser ---------------------------------------------------------------
+
+
+def chromium() -> str | None:
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found is None and os.environ.get("CI"):
+        pytest.fail("chromium is not installed (CI is set: .ci/run must install it)", pytrace=False)
+    if found is None:
+        pytest.skip("chromium is not installed (apt-get install -y chromium)")
+    return found
+
+
+def browser(binary: str, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
+    profile = tmp_path / f"profile-{uuid.uuid4().hex[:6]}"
+    return subprocess.run(
+        [
+            binary,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            "--disable-dev-shm-usage",
+            f"--user-data-dir={profile}",
+            *args,
+        ],
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def seed_dashboard(db: Database) -> tuple[int, dict[str, int]]:
+    """Real signals: the golden/death-cross generators walked forward over the bundled bars;
+    executions through the dispatcher's claims; dead letters through its dead-letter path."""
+    store = BarStore(db)
+    load_sample_bars(store)
+    tickers = ("AAPL", "INTC", "NVDA", "ORCL", "SPY")
+    bars = store.load_bars(tickers, 500)
+    signals = []
+    for cls, config, name in (
+        (
+            GoldenCrossSignalGenerator,
+            GoldenCrossConfig(sma_short=20, sma_long=50),
+            "golden_cross_generator",
+        ),
+        (
+            DeathCrossSignalGenerator,
+            DeathCrossConfig(sma_short=20, sma_long=50),
+            "death_cross_generator",
+        ),
+    ):
+        signals += walk_forward(cls(config, source=name, tickers=tickers), bars)
+    with db.session() as session:
+        record_signals(session, signals)
+    pipeline = uuid.uuid4()
+    from signalgen.db.models import Pipeline
+
+    with db.session() as session:
+        session.add(
+            Pipeline(
+                id=pipeline,
+                owner="alice",
+                name="all",
+                trigger_mode="signal",
+                scanner={"tickers": list(tickers)},
+                executor="record",
+            )
+        )
+    now = datetime.now(UTC)
+    outcomes = {"succeeded": 0, "failed": 0}
+    for number, signal in enumerate(signals):
+        with db.session() as session:
+            (claim,) = claims.claim_signal(
+                session, signal_id=signal.signal_id, generation=0, pipeline_ids=[pipeline], now=now
+            )
+            started = claims.start(
+                session,
+                claim.execution_id,
+                now=now,
+                lease=timedelta(minutes=5),
+                published_at=now - timedelta(milliseconds=20 + number * 7),
+            )
+            assert started is not None
+            status = "failed" if number % 10 == 0 else "succeeded"
+            outcomes[status] += 1
+            claims.finish(session, started, status=status, now=now)
+    for _ in range(3):
+        dead_letter(db, stage="dispatch", reason="body is not UTF-8 text", body=b"\xff")
+    record_call(
+        db,
+        provider="finnhub",
+        generator="golden_cross_generator",
+        endpoint="quote",
+        calls=120,
+        at=now,
+    )
+    return len(signals), outcomes
+
+
+def test_dashboard_renders_populated_charts_in_headless_chromium(
+    tmp_path: Path, pg_db: Database
+) -> None:
+    binary = chromium()
+    count, outcomes = seed_dashboard(pg_db)
+    assert count >= 10, "the bundled bars should hold several crosses"
+    app = create_app(
+        database=pg_db,
+        redis_url="redis://127.0.0.1:1/0",
+        broker_url="redis://127.0.0.1:1/0",
+        operations_config=OperationsConfig(cost_per_call={"finnhub": 0.0005}),
+    )
+    with running_server(app) as base:
+        data = httpx.get(f"{base}/dashboard/data?days=20000&horizon=5", timeout=30).json()
+        url = f"{base}/dashboard?days=20000&horizon=5"
+        dom = browser(binary, tmp_path, "--dump-dom", url)
+        shot = tmp_path / "dashboard.png"
+        picture = browser(
+            binary,
+            tmp_path,
+            f"--screenshot={shot}",
+            "--window-size=1280,1600",
+            "--hide-scrollbars",
+            url,
+        )
+    assert dom.returncode == 0, dom.stderr.decode()[-2000:]
+    assert picture.returncode == 0 and shot.exists(), picture.stderr.decode()[-2000:]
+    html = dom.stdout.decode()
+
+    # The inline script ran and drew every chart from the embedded numbers.
+    assert 'data-rendered="true"' in html
+    assert data["signals"]["total"] == count
+    assert f"<b>{count}</b>" in html  # the signals KPI
+    assert f"<b>{sum(outcomes.values())}</b>" in html  # executions KPI
+    for kind, series in data["signals"]["by_type"].items():
+        assert f"{kind} ({sum(series)})" in html  # legend with the drawn totals
+    scored = [h for h in data["hit_rates"] if h["scored"]]
+    assert scored, data["hit_rates"]
+    for item in scored:
+        assert f"{item['hit_rate'] * 100:.1f}% of {item['scored']}" in html
+    assert f">{outcomes['failed']}</text>" in html and f">{outcomes['succeeded']}</text>" in html
+    assert f"{data['latency']['p50']:.3f} s" in html
+    assert "body is not UTF-8 text" in html
+    assert "<td>golden_cross_generator</td><td>120</td><td>0</td><td>0.0600</td>" in html
+    assert html.count("<rect") >= 10
+
+    # A real screenshot with content: many distinct colours, not a blank page.
+    from PIL import Image
+
+    image = Image.open(shot).convert("RGB")
+    assert image.size == (1280, 1600)
+    colours = image.getcolors(maxcolors=1 << 20)
+    assert colours is not None and len(colours) > 50
+    dominant = max(colours)[0] / (image.size[0] * image.size[1])
+    assert dominant < 0.9, f"one colour covers {dominant:.0%} of the screenshot"

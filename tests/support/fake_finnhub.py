@@ -1,0 +1,247 @@
+"""A local HTTP server answering like Finnhub's documented API, for tests (no network needed).
+
+Endpoints under /api/v1: /stock/candle, /quote, /company-news. Each path has a mode:
+
+- "ok": documented answers from the data given (`candles`, `quotes`, `news`); /quote of an
+  unknown symbol answers all zeros with t=0, as Finnhub does
+- "no_data": {"s": "no_data"} (candles), all zeros (quote), [] (news)
+- "403": {"error": "You don't have access to this resource."}
+- "429": {"error": "API limit reached. Please try again later. Remaining Limit: 0"}
+- "malformed": HTTP 200, Content-Type application/json, a body that is not JSON
+- "missing_fields": HTTP 200 JSON missing documented fields
+- "slow": sleeps `slow_seconds` (past the client's timeout), then answers as "ok"
+
+`set_mode(path, "429", "429", "ok")` plays modes in order, one per request, the last sticking.
+A request without the expected `token` query parameter gets 401 like Finnhub. Every request is
+recorded (path, query, arrival time) for assertions.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+PREFIX = "/api/v1"
+PATHS = ("/stock/candle", "/quote", "/company-news")
+MODES = ("ok", "no_data", "403", "429", "malformed", "missing_fields", "slow")
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    path: str
+    query: dict[str, str]
+    at: float  # time.time() on arrival
+
+
+@dataclass(frozen=True)
+class Candle:
+    day: date
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+
+
+class FakeFinnhub:
+    """Use as `with FakeFinnhub(token="k") as server:`; point clients at `server.base_url`."""
+
+    def __init__(self, token: str = "test-token", *, slow_seconds: float = 3.0) -> None:
+        self.token = token
+        self.slow_seconds = slow_seconds
+        self.candles: dict[str, list[Candle]] = {}
+        self.quotes: dict[str, dict[str, float]] = {}
+        self.news: dict[str, list[dict[str, Any]]] = {}
+        self.requests: list[RecordedRequest] = []
+        self._modes: dict[str, list[str]] = {path: ["ok"] for path in PATHS}
+        self._lock = threading.Lock()
+        self._release = threading.Event()
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- control -------------------------------------------------------------------------
+
+    def set_mode(self, path: str, *modes: str) -> None:
+        if path not in PATHS:
+            raise ValueError(f"unknown path {path!r}; known: {PATHS}")
+        for mode in modes:
+            if mode not in MODES:
+                raise ValueError(f"unknown mode {mode!r}; known: {MODES}")
+        with self._lock:
+            self._modes[path] = list(modes) or ["ok"]
+
+    def _next_mode(self, path: str) -> str:
+        with self._lock:
+            modes = self._modes[path]
+            return modes.pop(0) if len(modes) > 1 else modes[0]
+
+    def count(self, path: str | None = None) -> int:
+        with self._lock:
+            return sum(1 for r in self.requests if path is None or r.path == path)
+
+    def timestamps(self, path: str | None = None) -> list[float]:
+        with self._lock:
+            return sorted(r.at for r in self.requests if path is None or r.path == path)
+
+    @property
+    def base_url(self) -> str:
+        assert self._server is not None, "server not started"
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}{PREFIX}"
+
+    def start(self) -> FakeFinnhub:
+        handler = type("Handler", (_Handler,), {"fake": self})
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._server.daemon_threads = True
+        self._server.block_on_close = False  # type: ignore[attr-defined]
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, daemon=True, kwargs={"poll_interval": 0.05}
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._release.set()  # wake slow handlers
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(5)
+
+    def __enter__(self) -> FakeFinnhub:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- answers -------------------------------------------------------------------------
+
+    def answer(self, path: str, query: dict[str, str]) -> tuple[int, str, bytes]:
+        """(status, content type, body) for one request, per the path's current mode."""
+        mode = self._next_mode(path)
+        if mode == "slow":
+            self._release.wait(self.slow_seconds)
+            mode = "ok"
+        if mode == "403":
+            return _json(403, {"error": "You don't have access to this resource."})
+        if mode == "429":
+            return _json(
+                429, {"error": "API limit reached. Please try again later. Remaining Limit: 0"}
+            )
+        if mode == "malformed":
+            return 200, "application/json; charset=utf-8", b'{"c": [1.0, 2.0], "s": "ok'
+        symbol = query.get("symbol", "")
+        if path == "/stock/candle":
+            return self._candles(symbol, query, mode)
+        if path == "/quote":
+            return self._quote(symbol, mode)
+        return self._news(symbol, mode)
+
+    def _candles(self, symbol: str, query: dict[str, str], mode: str) -> tuple[int, str, bytes]:
+        if mode == "missing_fields":
+            return _json(200, {"s": "ok", "t": [1_600_000_000], "c": [1.0]})
+        if query.get("resolution") != "D":
+            return _json(422, {"error": "this fake serves daily resolution only"})
+        start, end = int(query["from"]), int(query["to"])
+        rows = (
+            [c for c in self.candles.get(symbol, []) if start <= _epoch(c.day) <= end]
+            if mode == "ok"
+            else []
+        )
+        if not rows:
+            return _json(200, {"s": "no_data"})
+        return _json(
+            200,
+            {
+                "s": "ok",
+                "t": [_epoch(c.day) for c in rows],
+                "o": [c.open for c in rows],
+                "h": [c.high for c in rows],
+                "l": [c.low for c in rows],
+                "c": [c.close for c in rows],
+                "v": [c.volume for c in rows],
+            },
+        )
+
+    def _quote(self, symbol: str, mode: str) -> tuple[int, str, bytes]:
+        if mode == "missing_fields":
+            return _json(200, {"c": 10.0, "h": 11.0})
+        quote = self.quotes.get(symbol) if mode == "ok" else None
+        if quote is None:
+            return _json(
+                200, {"c": 0, "d": None, "dp": None, "h": 0, "l": 0, "o": 0, "pc": 0, "t": 0}
+            )
+        body = {
+            "d": quote["c"] - quote["pc"],
+            "dp": 100 * (quote["c"] - quote["pc"]) / quote["pc"],
+            **quote,
+        }
+        return _json(200, body)
+
+    def _news(self, symbol: str, mode: str) -> tuple[int, str, bytes]:
+        if mode == "missing_fields":
+            return _json(200, [{"id": 1}])
+        return _json(200, self.news.get(symbol, []) if mode == "ok" else [])
+
+
+def _epoch(day: date) -> int:
+    return int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp())
+
+
+def _json(status: int, body: Any) -> tuple[int, str, bytes]:
+    return status, "application/json; charset=utf-8", json.dumps(body).encode()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    fake: FakeFinnhub
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet
+        pass
+
+    def do_GET(self) -> None:
+        arrived = time.time()
+        parts = urlsplit(self.path)
+        # finnhub-python joins API_URL and "/quote" with a "/", so paths arrive as "//quote".
+        path = re.sub("/+", "/", parts.path)
+        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        if not path.startswith(PREFIX + "/") or path[len(PREFIX) :] not in PATHS:
+            self._send(404, "application/json", b'{"error": "not found"}')
+            return
+        path = path[len(PREFIX) :]
+        with self.fake._lock:
+            self.fake.requests.append(RecordedRequest(path, query, arrived))
+        if query.get("token") != self.fake.token:
+            self._send(*_json(401, {"error": "Invalid API key"}))
+            return
+        self._send(*self.fake.answer(path, query))
+
+    def _send(self, status: int, content_type: str, body: bytes) -> None:
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client gave up (timeout): what "slow" is for
+
+
+@contextmanager
+def fake_finnhub(token: str = "test-token", **kwargs: Any) -> Iterator[FakeFinnhub]:
+    with FakeFinnhub(token, **kwargs) as server:
+        yield server
+
+
+def candles_from_rows(rows: Sequence[Any]) -> list[Candle]:
+    """Candles from objects with day/open/high/low/close/volume (e.g. BarRow)."""
+    return [Candle(r.day, r.open, r.high, r.low, r.close, r.volume) for r in rows]

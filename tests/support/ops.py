@@ -1,0 +1,100 @@
+"""Factories for the operations tests: signals, pipelines, executions (seeded UTC data)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+from schemas.signal import Bias, Signal, SignalBias, SignalType, stable_signal_id
+from signalgen.db import Database
+from signalgen.db.models import Execution, Pipeline
+from signalgen.publishing import record_signals
+
+T0 = datetime(2026, 3, 2, 14, 0, tzinfo=UTC)
+
+
+def make_signal(
+    ticker: str = "AAPL",
+    index: int = 0,
+    *,
+    source: str = "test_gen",
+    signal_type: SignalType = SignalType.GOLDEN_CROSS,
+    bias: Bias = Bias.BULLISH,
+    at: datetime = T0,
+    confidence: float = 0.8,
+) -> Signal:
+    moment = at + timedelta(minutes=index)
+    return Signal(
+        signal_id=stable_signal_id(
+            source=source,
+            signal_type=signal_type,
+            tickers=(ticker,),
+            event_key=f"{moment.isoformat()}|{index}",
+        ),
+        signal_type=signal_type,
+        tickers=(ticker,),
+        bias={
+            ticker: SignalBias(ticker=ticker, bias=bias, confidence=confidence, reasoning="test")
+        },
+        metadata={"index": index},
+        timestamp=moment,
+        event_time=moment,
+        source=source,
+    )
+
+
+def record(db: Database, signals: list[Signal]) -> None:
+    with db.session() as session:
+        record_signals(session, signals)
+
+
+def add_pipeline(
+    db: Database,
+    *,
+    owner: str = "alice",
+    tickers: tuple[str, ...] = ("AAPL",),
+    signal_types: tuple[str, ...] = (),
+    executor: str = "record",
+    executor_config: dict[str, object] | None = None,
+    created_at: datetime | None = None,
+) -> uuid.UUID:
+    pipeline_id = uuid.uuid4()
+    with db.session() as session:
+        session.add(
+            Pipeline(
+                id=pipeline_id,
+                owner=owner,
+                name=f"p-{pipeline_id.hex[:6]}",
+                enabled=True,
+                trigger_mode="signal",
+                scanner={
+                    "tickers": list(tickers),
+                    "watchlist": False,
+                    "signal_types": list(signal_types),
+                    "biases": [],
+                    "min_confidence": 0.0,
+                },
+                executor=executor,
+                executor_config=executor_config or {},
+                **({"created_at": created_at} if created_at else {}),
+            )
+        )
+    return pipeline_id
+
+
+def add_execution(
+    db: Database, pipeline_id: uuid.UUID, signal: Signal, *, status: str, generation: int = 0
+) -> int:
+    with db.session() as session:
+        row = Execution(
+            pipeline_id=pipeline_id,
+            signal_id=signal.signal_id,
+            idempotency_key=f"signal:{signal.signal_id}:g{generation}",
+            generation=generation,
+            status=status,
+            attempts=1,
+            claimed_at=T0,
+        )
+        session.add(row)
+        session.flush()
+        return int(row.id)

@@ -1,0 +1,191 @@
+"""`signalgen pipelines ...` and `signalgen signals ...` on SQLite: errors name the field, an
+import is all or nothing, export round-trips, every write bumps the index version."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import func, select
+
+from dispatcher import service
+from dispatcher.intake import envelope_for_payload
+from dispatcher.matching import MatchIndex
+from dispatcher.store import load_signal_scanners
+from signalgen.cli import main
+from signalgen.db import Database
+from signalgen.db.models import Pipeline
+
+SECRET = "0123456789abcdef-secret"
+
+
+@pytest.fixture
+def cli(sqlite_db: Database, monkeypatch: pytest.MonkeyPatch) -> tuple[CliRunner, list[int]]:
+    bumps: list[int] = []
+    monkeypatch.setattr("signalgen.cli.pipelines._database", lambda: sqlite_db)
+    monkeypatch.setattr("signalgen.cli.signals._database", lambda: sqlite_db)
+    monkeypatch.setattr("dispatcher.store.bump_version", lambda *a, **k: bumps.append(1))
+    return CliRunner(), bumps
+
+
+def run(runner: CliRunner, *args: str, input: str | None = None) -> Any:
+    return runner.invoke(main, list(args), input=input, catch_exceptions=False)
+
+
+def count(db: Database) -> int:
+    with db.session() as session:
+        return session.execute(select(func.count()).select_from(Pipeline)).scalar_one()
+
+
+def test_add_with_options_then_list_show_disable_remove(
+    cli: tuple[CliRunner, list[int]], sqlite_db: Database
+) -> None:
+    runner, bumps = cli
+    result = run(
+        runner,
+        "pipelines",
+        "add",
+        "--owner",
+        "u1",
+        "--name",
+        "gc",
+        "--tickers",
+        "AAPL,MSFT",
+        "--types",
+        "golden_cross",
+        "--bias",
+        "BULLISH",
+        "--min-confidence",
+        "0.6",
+        "--executor",
+        "webhook",
+        "--url",
+        "https://example.com/h",
+        "--secret",
+        SECRET,
+    )
+    assert result.exit_code == 0, result.output
+    pipeline_id = result.output.strip()
+    uuid.UUID(pipeline_id)
+    listed = run(runner, "pipelines", "list", "--json")
+    [item] = [json.loads(line) for line in listed.output.splitlines()]
+    assert item["id"] == pipeline_id and item["trigger"]["tickers"] == ["AAPL", "MSFT"]
+    shown = run(runner, "pipelines", "show", pipeline_id)
+    assert SECRET not in shown.output and '"***"' in shown.output
+    assert run(runner, "pipelines", "disable", pipeline_id).exit_code == 0
+    assert load_signal_scanners(sqlite_db) == []
+    assert run(runner, "pipelines", "enable", pipeline_id).exit_code == 0
+    assert len(load_signal_scanners(sqlite_db)) == 1
+    assert run(runner, "pipelines", "remove", "--yes", pipeline_id).exit_code == 0
+    assert count(sqlite_db) == 0
+    assert len(bumps) == 4
+
+
+@pytest.mark.parametrize(
+    ("args", "field"),
+    [
+        (["--executor", "carrier-pigeon", "--tickers", "AAPL"], "executor:"),
+        (["--trigger", "periodic", "--crontab", "61 * * * *"], "schedule.crontab:"),
+        (
+            [
+                "--executor",
+                "webhook",
+                "--url",
+                "ftp://x/y",
+                "--secret",
+                SECRET,
+                "--tickers",
+                "AAPL",
+            ],
+            "executor.url:",
+        ),
+        (["--tickers", "aapl"], "scanner.tickers.0:"),
+        ([], "scanner: required"),
+    ],
+)
+def test_add_bad_input_names_the_field(
+    cli: tuple[CliRunner, list[int]], sqlite_db: Database, args: list[str], field: str
+) -> None:
+    runner, bumps = cli
+    result = runner.invoke(main, ["pipelines", "add", "--owner", "u", "--name", "n", *args])
+    assert result.exit_code != 0
+    assert field in result.output, result.output
+    assert count(sqlite_db) == 0 and bumps == []
+
+
+def test_import_is_all_or_nothing_and_export_round_trips(
+    cli: tuple[CliRunner, list[int]], sqlite_db: Database, tmp_path: Path
+) -> None:
+    runner, _ = cli
+    good = [
+        {"owner": "u", "name": f"p{n}", "trigger_mode": "signal", "scanner": {"tickers": ["AAPL"]}}
+        for n in range(3)
+    ]
+    bad = [
+        *good,
+        {"owner": "u", "name": "bad", "trigger_mode": "periodic", "schedule": {"crontab": "* * *"}},
+    ]
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(bad))
+    result = runner.invoke(main, ["pipelines", "import", str(path)])
+    assert result.exit_code != 0 and "pipelines[3].schedule.crontab:" in result.output
+    assert count(sqlite_db) == 0
+    path.write_text("[{")
+    result = runner.invoke(main, ["pipelines", "import", str(path)])
+    assert result.exit_code != 0 and "not valid JSON" in result.output
+    path.write_text(json.dumps(good))
+    assert "3 created" in run(runner, "pipelines", "import", str(path)).output
+    exported = json.loads(run(runner, "pipelines", "export").output)
+    assert len(exported) == 3 and all("id" in item for item in exported)
+    exported[0]["enabled"] = False
+    path.write_text(json.dumps(exported))
+    assert "0 created, 3 updated" in run(runner, "pipelines", "import", str(path)).output
+    assert count(sqlite_db) == 3
+    assert len(load_signal_scanners(sqlite_db)) == 2
+
+
+def test_signals_list_and_show_after_a_dispatch(
+    cli: tuple[CliRunner, list[int]], sqlite_db: Database
+) -> None:
+    runner, _ = cli
+    run(runner, "pipelines", "add", "--owner", "u", "--name", "any-aapl", "--tickers", "AAPL")
+    now = datetime(2025, 1, 2, tzinfo=UTC)
+    payload = json.dumps(
+        {
+            "signal_id": str(uuid.uuid4()),
+            "signal_type": "mock",
+            "tickers": ["AAPL"],
+            "bias": {},
+            "timestamp": now.isoformat(),
+            "event_time": now.isoformat(),
+            "source": "ext",
+        }
+    )
+    lonely = json.loads(payload) | {"signal_id": str(uuid.uuid4()), "tickers": ["ZZZ"]}
+    index = MatchIndex.build(load_signal_scanners(sqlite_db))
+    enqueued: list[Any] = []
+    service.dispatch(
+        envelope_for_payload(payload, published_at=now.timestamp()),
+        db=sqlite_db,
+        index=index,
+        enqueue=enqueued.extend,
+    )
+    service.dispatch(
+        envelope_for_payload(json.dumps(lonely)), db=sqlite_db, index=index, enqueue=enqueued.extend
+    )
+    assert len(enqueued) == 1
+    rows = [
+        json.loads(line)
+        for line in run(runner, "signals", "list", "--json", "--source", "ext").output.splitlines()
+    ]
+    assert {r["dispatch"] for r in rows} == {"dispatched", "unmatched"}
+    only = run(runner, "signals", "list", "--json", "--ticker", "ZZZ").output.splitlines()
+    assert [json.loads(line)["signal_id"] for line in only] == [lonely["signal_id"]]
+    shown = json.loads(run(runner, "signals", "show", json.loads(payload)["signal_id"]).output)
+    assert shown["dispatch"]["matched"] == 1
+    assert shown["matched_pipelines"][0]["status"] == "enqueued"

@@ -1,0 +1,280 @@
+"""Dead-letter store operations, dashboard arithmetic and the metrics collector (SQLite)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import fakeredis
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import select, update
+
+from schemas.signal import Bias
+from signalgen.db import Database
+from signalgen.db.models import DeadLetter, Execution
+from signalgen.http.dashboard import render
+from signalgen.marketdata.store import BarRow, BarStore
+from signalgen.marketdata.usage import record_call
+from signalgen.ops import dlq
+from signalgen.ops.config import OperationsConfig
+from signalgen.ops.dashboard import dashboard_data, hit_rates, percentile, score
+from signalgen.ops.metrics import BusCollector
+from signalgen.ops.ratelimit import DEFERRED_COUNTER
+from tests.support.ops import T0, add_execution, add_pipeline, make_signal, record
+
+
+class SentTasks:
+    """What requeue hands to Celery's send_task (recorded; a worker is not needed here)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, list[Any], dict[str, Any], dict[str, Any]]] = []
+
+    def __call__(
+        self,
+        name: str,
+        args: list[Any] | None = None,
+        kwargs: dict[str, Any] | None = None,
+        **options: Any,
+    ) -> None:
+        self.calls.append((name, list(args or []), dict(kwargs or {}), options))
+
+
+def dead(db: Database, **fields: Any) -> int:
+    values = {
+        "stage": "dispatch",
+        "reason": "invalid signal: tickers.0: bad",
+        "body": b"{}",
+        "content_type": "application/json",
+        "headers": {},
+        **fields,
+    }
+    with db.session() as session:
+        row = DeadLetter(**values)
+        session.add(row)
+        session.flush()
+        return int(row.id)
+
+
+def test_list_filters_and_purge(sqlite_db: Database) -> None:
+    a = dead(sqlite_db, reason="body is not UTF-8 text")
+    b = dead(sqlite_db, stage="execute", reason="execution failed after 1 attempt(s): 500")
+    c = dead(sqlite_db, received_at=T0)
+    assert [r.id for r in dlq.list_dead_letters(sqlite_db, dlq.DlqFilter())] == [c, b, a]
+    assert [r.id for r in dlq.list_dead_letters(sqlite_db, dlq.DlqFilter(stage="execute"))] == [b]
+    assert [
+        r.id for r in dlq.list_dead_letters(sqlite_db, dlq.DlqFilter(reason_contains="UTF-8"))
+    ] == [a]
+    assert [
+        r.id
+        for r in dlq.list_dead_letters(sqlite_db, dlq.DlqFilter(until=T0 + timedelta(seconds=1)))
+    ] == [c]
+    assert dlq.purge(sqlite_db, dlq.DlqFilter(ids=(a, c))) == 2
+    assert dlq.count_dead_letters(sqlite_db, dlq.DlqFilter(status=None)) == 1
+
+
+def test_requeue_sends_each_row_back_once_through_its_path(sqlite_db: Database) -> None:
+    signal = make_signal("AAPL", 1)
+    record(sqlite_db, [signal])
+    pipeline = add_pipeline(sqlite_db)
+    execution = add_execution(sqlite_db, pipeline, signal, status="failed")
+    assert dlq.dead_letter_failed_execution(sqlite_db, execution)
+    assert not dlq.dead_letter_failed_execution(sqlite_db, 999)
+    raw = dead(sqlite_db, body=b'{"signal_id": 1}')
+    task = dead(
+        sqlite_db,
+        stage="task",
+        reason="OperationalError: db away",
+        body=json.dumps(
+            {"task": "signals.dispatch", "args": [{"body": "x"}], "kwargs": {}}
+        ).encode(),
+    )
+    sent = SentTasks()
+    senders = dlq.Senders(sent)
+    result = dlq.requeue(sqlite_db, dlq.DlqFilter(), senders)
+    assert result.as_dict() == {"requeued": 3, "skipped": 0, "errors": 0}
+    names = sorted(c[0] for c in sent.calls)
+    assert names == ["pipelines.execute", "signals.dispatch", "signals.dispatch"]
+    execute = next(c for c in sent.calls if c[0] == "pipelines.execute")
+    assert execute[1] == [execution] and execute[3] == {"queue": "pipelines"}
+    envelope = next(
+        c
+        for c in sent.calls
+        if c[0] == "signals.dispatch" and c[1][0].get("body") == '{"signal_id": 1}'
+    )
+    assert envelope[3] == {"queue": "dispatch"}
+    with sqlite_db.session() as session:
+        assert session.get(Execution, execution).status == "enqueued"
+        statuses = {
+            r.id: (r.status, r.attempts) for r in session.execute(select(DeadLetter)).scalars()
+        }
+    assert statuses[raw] == ("requeued", 2) and statuses[task][0] == "requeued"
+    # Requeued rows are not dead any more: a second requeue sends nothing.
+    assert dlq.requeue(sqlite_db, dlq.DlqFilter(), senders).requeued == 0
+    assert len(sent.calls) == 3
+
+
+def test_requeue_failure_leaves_the_row_dead_with_why(sqlite_db: Database) -> None:
+    row = dead(sqlite_db)
+
+    def broker_down(*_: Any, **__: Any) -> None:
+        raise ConnectionError("broker refused")
+
+    result = dlq.requeue(sqlite_db, dlq.DlqFilter(), dlq.Senders(broker_down))
+    assert result.errors == 1
+    stored = dlq.get_dead_letter(sqlite_db, row)
+    assert stored is not None and stored.status == "dead"
+    assert "requeue failed: ConnectionError: broker refused" in stored.reason
+
+
+def test_body_text_never_decodes_binary() -> None:
+    row = DeadLetter(body=b"\x80\x04\x95pickle", reason="x", stage="dispatch")
+    assert dlq.body_text(row) == "hex:" + b"\x80\x04\x95pickle".hex()
+    assert (
+        dlq.reason_kind("content type 'application/x-python-serialize' refused")
+        == "content type refused"
+    )
+    assert dlq.reason_kind("invalid signal: tickers.0: Value error") == "invalid signal"
+
+
+# -- dashboard ------------------------------------------------------------------------------
+
+
+def test_score_and_percentile() -> None:
+    assert score("BULLISH", 100.0, 110.0) == (True, pytest.approx(0.1))
+    assert score("BEARISH", 100.0, 110.0) == (False, pytest.approx(-0.1))
+    assert percentile([], 50) is None
+    assert percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.5
+    assert percentile([5.0], 99) == 5.0
+
+
+def test_hit_rate_is_bias_aware_and_waits_for_the_later_bar(sqlite_db: Database) -> None:
+    store = BarStore(sqlite_db)
+    start = date(2026, 3, 2)
+    closes = [100, 101, 102, 103, 104, 105, 104, 103, 102, 101]
+    store.upsert_bars(
+        "AAPL",
+        [BarRow(start + timedelta(days=i), c, c, c, c, 1.0) for i, c in enumerate(closes)],
+        source="test",
+    )
+    at = datetime(2026, 3, 2, tzinfo=UTC)
+    record(
+        sqlite_db,
+        [
+            make_signal("AAPL", 0, at=at, source="up", bias=Bias.BULLISH),  # 100→103 hit
+            make_signal("AAPL", 0, at=at + timedelta(days=5), source="up"),  # 105→102 miss
+            make_signal(
+                "AAPL", 0, at=at + timedelta(days=5), source="down", bias=Bias.BEARISH
+            ),  # hit
+            make_signal(
+                "AAPL", 0, at=at + timedelta(days=8), source="down", bias=Bias.BEARISH
+            ),  # pending
+            make_signal("AAPL", 1, at=at, source="down", bias=Bias.NEUTRAL),  # neutral
+            make_signal("MSFT", 0, at=at, source="down", bias=Bias.BEARISH),  # no bars
+        ],
+    )
+    rates = {h.generator: h.as_dict() for h in hit_rates(sqlite_db, horizon=3)}
+    assert rates["up"]["scored"] == 2 and rates["up"]["hits"] == 1
+    assert rates["up"]["hit_rate"] == 0.5
+    assert (
+        rates["down"]["scored"],
+        rates["down"]["hits"],
+        rates["down"]["pending"],
+        rates["down"]["neutral"],
+        rates["down"]["no_bars"],
+    ) == (1, 1, 1, 1, 1)
+
+
+def test_dashboard_data_and_page(sqlite_db: Database) -> None:
+    now = T0 + timedelta(hours=1)
+    record(sqlite_db, [make_signal("AAPL", i) for i in range(3)] + [make_signal("MSFT", 7)])
+    pipeline = add_pipeline(sqlite_db)
+    with sqlite_db.session() as session:
+        session.execute(update(Execution).values(latency_seconds=0.5))
+    add_execution(sqlite_db, pipeline, make_signal("AAPL", 0), status="succeeded")
+    dead(sqlite_db, reason="body is not UTF-8 text")
+    record_call(
+        sqlite_db, provider="finnhub", generator="test_gen", endpoint="quote", calls=7, at=T0
+    )
+    data = dashboard_data(sqlite_db, OperationsConfig(cost_per_call={"finnhub": 0.5}), now=now)
+    assert data["signals"]["by_type"] == {"golden_cross": [4]}
+    assert data["signals"]["by_ticker"] == {"AAPL": [3], "MSFT": [1]}
+    assert data["executions"] == {"succeeded": 1}
+    assert data["dead_letters"]["by_reason"] == {"body is not UTF-8 text": 1}
+    assert data["cost"][0]["calls"] == 7 and data["cost"][0]["cost"] == 3.5
+    page = render({**data, "currency": "</script><b>"})
+    assert "</script><b>" not in page and "__DASHBOARD_DATA__" not in page
+
+
+# -- metrics --------------------------------------------------------------------------------
+
+
+def scrape(collector: BusCollector) -> dict[str, float]:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collector)
+    text = generate_latest(registry).decode()
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
+            out[f"{sample.name}{{{labels}}}"] = sample.value
+    return out
+
+
+def test_collector_reads_every_section_from_sql_and_redis(sqlite_db: Database) -> None:
+    client = fakeredis.FakeRedis()
+    collector = BusCollector(
+        sqlite_db,
+        redis_client=client,
+        broker_url=None,
+        config=OperationsConfig(cost_per_call={"finnhub": 0.25}),
+        clock=lambda: datetime.now(UTC) + timedelta(minutes=10),
+    )
+    before = scrape(collector)
+    assert before["signalgen_outbox_backlog{}"] == 0
+    record(sqlite_db, [make_signal("AAPL", i) for i in range(3)])
+    pipeline = add_pipeline(sqlite_db)
+    add_execution(sqlite_db, pipeline, make_signal("AAPL", 0), status="succeeded")
+    with sqlite_db.session() as session:
+        session.execute(update(Execution).values(latency_seconds=0.2))
+    dead(sqlite_db)
+    record_call(sqlite_db, provider="finnhub", generator="test_gen", endpoint="quote", calls=4)
+    record_call(sqlite_db, provider="finnhub", generator="test_gen", endpoint="quote", error=True)
+    client.hincrby(DEFERRED_COUNTER, "alice", 2)
+    after = scrape(collector)
+    assert (
+        after["signalgen_signals_emitted_total{generator=test_gen,signal_type=golden_cross}"] == 3
+    )
+    assert after["signalgen_signals_dispatch_total{outcome=pending}"] == 3
+    assert after["signalgen_executions{status=succeeded}"] == 1
+    assert after["signalgen_publish_to_execution_seconds_bucket{le=0.1}"] == 0
+    assert after["signalgen_publish_to_execution_seconds_bucket{le=0.25}"] == 1
+    assert after["signalgen_publish_to_execution_seconds_count{}"] == 1
+    assert after["signalgen_outbox_backlog{}"] == 3
+    assert after["signalgen_outbox_oldest_age_seconds{}"] > 0
+    assert after["signalgen_dead_letters{reason=invalid signal,stage=dispatch,status=dead}"] == 1
+    assert (
+        after["signalgen_provider_calls_total{endpoint=quote,generator=test_gen,provider=finnhub}"]
+        == 5
+    )
+    assert (
+        after["signalgen_provider_errors_total{endpoint=quote,generator=test_gen,provider=finnhub}"]
+        == 1
+    )
+    assert after["signalgen_provider_cost_total{generator=test_gen,provider=finnhub}"] == 1.25
+    assert after["signalgen_executions_deferred_total{owner=alice}"] == 2
+    assert all(v == 1 for k, v in after.items() if k.startswith("signalgen_collector_up"))
+
+
+def test_a_failing_section_is_reported_not_fatal(sqlite_db: Database) -> None:
+    class Down:
+        def hgetall(self, _key: str) -> dict[bytes, bytes]:
+            raise ConnectionError("redis down")
+
+    samples = scrape(
+        BusCollector(sqlite_db, redis_client=Down(), broker_url=None, config=OperationsConfig())
+    )
+    assert samples["signalgen_collector_up{section=rate_limits}"] == 0
+    assert samples["signalgen_collector_up{section=signals}"] == 1
