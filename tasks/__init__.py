@@ -11,6 +11,10 @@ from typing import Any
 
 from celery import Celery, signals
 
+from signalgen import kombu_compat
+
+kombu_compat.install()  # before any broker connection: guards against upstream bugs (see there)
+
 app = Celery("signalgen")
 app.config_from_object("celeryconfig")
 

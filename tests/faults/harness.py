@@ -284,6 +284,12 @@ class Stack:
     def logs(self) -> list[Path]:
         return sorted(self.workdir.glob("*.log"))
 
+    def exited(self) -> set[Path]:
+        """Logs of the current workers and beats whose process has ended (none was stopped
+        by the test yet: `kill_worker` retires the process it kills)."""
+        current = [*self.workers.values(), *self.beats.values()]
+        return {process.log_path for process in current if process.proc.poll() is not None}
+
     def close(self) -> None:
         for process in [*self.beats.values(), *self.workers.values()]:
             with contextlib.suppress(Exception):
@@ -510,6 +516,8 @@ class Result:
     restarted: int = 0
     seconds: float = 0.0
     notes: str = ""
+    #: Worker and beat processes that died on their own (a kill by the injector is not one).
+    crashed: int = 0
 
     def row(self) -> list[str]:
         return [
@@ -521,6 +529,7 @@ class Result:
             f"{self.signals_lost}/{self.executions_lost}",
             str(self.duplicated),
             str(self.restarted),
+            str(self.crashed),
             f"{self.seconds:.0f}",
         ]
 
@@ -534,6 +543,7 @@ HEADER = [
     "lost (signals/executions)",
     "duplicated",
     "restarted",
+    "crashed",
     "s",
 ]
 
@@ -565,6 +575,11 @@ def completed_runs(logs: list[Path]) -> Counter[int]:
             if event.get("event") == "pipeline_executed":
                 runs[int(event["execution_id"])] += 1
     return runs
+
+
+def crashed_logs(logs: list[Path]) -> set[Path]:
+    """Logs of processes that stopped on an error of their own ("Unrecoverable error")."""
+    return {path for path in logs if "Unrecoverable error" in path.read_text(errors="replace")}
 
 
 def repairs(logs: list[Path]) -> Counter[str]:
@@ -681,6 +696,7 @@ def check(
         restarted=sum(1 for r in ours if r.attempts > 1),
         seconds=seconds,
         notes=notes,
+        crashed=len(crashed_logs(logs)),
     )
     return result
 

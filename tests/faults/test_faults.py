@@ -74,6 +74,7 @@ def assert_clean(result: harness.Result, load: LoadGenerator, settled: bool) -> 
     assert result.executions_lost == 0, result
     assert result.duplicated == 0, result
     assert result.executed == result.expected, result
+    assert result.crashed == 0, f"a worker or beat died on its own: {result}"
 
 
 def run_scenario(
@@ -115,6 +116,10 @@ def run_scenario(
         injections=injections,
         seconds=time.monotonic() - started,
     )
+    crashed = harness.crashed_logs(stack.logs()) | stack.exited()
+    result.crashed = len(crashed)
+    if crashed:
+        result.notes += f"died on their own: {sorted(p.name for p in crashed)}. "
     if load.duplicates_sent:
         result.notes += f"{load.duplicates_sent} signals published twice. "
     if load.publish_failures or load.record_failures:

@@ -1,0 +1,102 @@
+"""signalgen.kombu_compat: a worker survives its Redis broker dying mid-poll.
+
+The sequence is celery 5.7's consumer on a lost connection, on a real redis-server that is
+SIGKILLed while the channel has a BRPOP in flight and one message delivered but not acked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from kombu import Connection, Exchange, Message, Queue
+from kombu.common import ignore_errors
+
+from signalgen import kombu_compat
+from tests.faults.harness import OwnRedis
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
+    own = OwnRedis(tmp_path, appendonly=False)
+    own.start()
+    try:
+        yield own
+    finally:
+        own.stop()
+
+
+def consumer_mid_poll(url: str) -> tuple[Connection, list[Message]]:
+    """A worker-like connection: two channels (the consumer's default one and a second, as the
+    worker's intake consumer has), each with one message delivered but not acked and a BRPOP
+    in flight."""
+    queues = [
+        Queue(name, Exchange("compat", type="direct"), routing_key=name) for name in ("a", "b")
+    ]
+    conn = Connection(url)
+    with conn.Producer() as producer:
+        for queue in queues:
+            producer.publish(
+                {"queue": queue.name},
+                exchange=queue.exchange,
+                routing_key=queue.name,
+                declare=[queue],
+            )
+    delivered: list[Message] = []
+    for channel, queue in zip((conn.default_channel, conn.channel()), queues, strict=True):
+        consumer = conn.Consumer(
+            [queue], channel=channel, callbacks=[lambda _body, msg: delivered.append(msg)]
+        )
+        consumer.consume()
+    while len(delivered) < 2:
+        conn.drain_events(timeout=5)
+    with pytest.raises(socket.timeout):
+        conn.drain_events(timeout=0.2)  # the queues are empty: the BRPOPs stay in flight
+    assert conn.default_channel._in_poll
+    return conn, delivered
+
+
+def close_like_celery_on_connection_loss(conn: Connection) -> None:
+    """celery.worker.consumer.Consumer.on_connection_error_after_connected (celery 5.7)."""
+    with contextlib.suppress(Exception):  # as celery does
+        conn.collect(socket_timeout=1)
+    ignore_errors(conn, conn.close)
+
+
+def test_closing_a_consumer_after_its_redis_died_raises_nothing(own_redis: OwnRedis) -> None:
+    kombu_compat.install()
+    conn, delivered = consumer_mid_poll(own_redis.url)
+    assert sorted(m.payload["queue"] for m in delivered) == ["a", "b"]
+    assert not any(m.acknowledged for m in delivered)
+
+    own_redis.crash()
+    channels = list(conn.transport.channels)
+    close_like_celery_on_connection_loss(conn)  # without the guard: AttributeError 'hostname'
+    for channel in channels:
+        channel.qos._on_collect.cancel()  # kombu's at-exit restore: this Redis is gone by then
+
+    # The worker's next step is a fresh connection: it works once Redis is back.
+    own_redis.start()
+    with Connection(own_redis.url) as fresh:
+        fresh.ensure_connection(max_retries=3)
+        assert fresh.connected
+
+
+def test_install_is_idempotent_and_keeps_healthy_channels_working(own_redis: OwnRedis) -> None:
+    kombu_compat.install()
+    kombu_compat.install()
+    from kombu.transport import redis as redis_transport
+
+    guarded = redis_transport.Channel._connparams
+    assert getattr(guarded, "__wrapped__", None) is not None
+    assert not hasattr(guarded.__wrapped__, "__wrapped__")  # wrapped once, not twice
+
+    conn, delivered = consumer_mid_poll(own_redis.url)
+    for message in delivered:
+        message.ack()
+    conn.close()
