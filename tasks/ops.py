@@ -140,6 +140,20 @@ def _redis(url: str) -> Any:
     return client
 
 
+def retry_lost_to_broker_outage(exception: BaseException | None) -> bool:
+    """True for Celery's `Reject` raised by `Task.retry` when publishing the retry failed on a
+    broker connection error."""
+    from celery.exceptions import Reject
+    from kombu.exceptions import OperationalError
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    if not isinstance(exception, Reject) or exception.requeue:
+        return False
+    broker_errors = (OperationalError, OSError, RedisConnectionError, RedisTimeoutError)
+    return isinstance(exception.reason, broker_errors)
+
+
 @signals.task_failure.connect
 def _dead_letter_failed_task(
     sender: Task | None = None,
@@ -149,11 +163,29 @@ def _dead_letter_failed_task(
     kwargs: Any = None,
     **_: Any,
 ) -> None:
-    """A bus task that raised after its last retry: keep its arguments as a dead letter."""
+    """A bus task that raised after its last retry: keep its arguments as a dead letter.
+
+    Not when its retry could not be sent because the broker was unreachable: Celery then
+    rejects the message (`Reject(<connection error>, requeue=False)`). That is an outage, not
+    a message that cannot be processed, and every bus task has a way back that needs no
+    message: the repair sweep re-sends a pending dispatch or an unstarted execution, a
+    generator's next tick recomputes its signals (same ids), the sweeps are periodic.
+    """
     from signalgen.ops.dlq import BUS_TASKS
 
     name = getattr(sender, "name", None)
     if name not in BUS_TASKS or name == "signals.replay":
+        return
+    if retry_lost_to_broker_outage(exception):
+        log_event(
+            logger,
+            "task_retry_not_sent",
+            logging.WARNING,
+            task=name,
+            task_id=task_id,
+            reason=f"{type(exception).__name__}: {exception}",
+            recovery="repair sweep or next tick",
+        )
         return
     try:
         from signalgen.db import get_database

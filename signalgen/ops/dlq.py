@@ -8,7 +8,8 @@ Rows are written by three paths, each with the raw body, the reason, the attempt
   that failed after its executor's retries; the body is the signal JSON the pipeline was sent;
 - stage `task` (`dead_letter_task_failure`, Celery's `task_failure` signal): a bus task that
   raised after its last retry (e.g. the database was away for all of a dispatch's retries);
-  the body is `{"task", "args", "kwargs"}`.
+  the body is `{"task", "args", "kwargs"}`. Not a task whose retry Celery could not publish
+  because the broker was down (tasks/ops.py): the repair sweep or the next tick covers that.
 
 `requeue` sends each row back through the path it fell out of, which is the idempotent one:
 a dispatch envelope to `signals.dispatch` (claims make a signal run once per pipeline however
