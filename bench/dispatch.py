@@ -8,6 +8,14 @@
 3. latency: signals published at 100/s through a real worker (intake → signals.dispatch →
    pipelines.execute started), p50/p99, beside a no-op Celery task sent at the same rate through
    the same worker just before (its task-started event); goal p99 <= 3x the no-op's p99.
+   Both paths are warmed up alike (20 messages each) before either is measured.
+
+   What sets the tail on this 2-core VM: PostgreSQL's WAL fsync. A signal commits four times
+   (claims, enqueued, start, finish) and a no-op task never; the slowest signals come in
+   clusters where all three stages slow at once. Five runs with `synchronous_commit = on` (as
+   shipped): p99 9.1-16.5 ms, 2.40-5.07x the no-op's; three runs with it off (diagnosis only,
+   `ALTER SYSTEM`, reset afterwards): p99 7.8-9.7 ms, 2.05-2.71x. We keep synchronous commits:
+   a claim or a `finish` lost to a crash is a second run of a pipeline.
 
 Needs Redis and PostgreSQL: BENCH_REDIS_URL (default: a free db 1..15 on 127.0.0.1:6379, locked
 the way the tests lock theirs), BENCH_PG_ADMIN_URL (default postgres@127.0.0.1:5432/postgres;
@@ -417,9 +425,13 @@ def bench_latency(rate: float | None = None, seconds: float = 10.0) -> dict[str,
             with Connection(redis_url) as connection:
                 producer = connection.Producer()
                 noop = app.signature("celery.accumulate")
-                for _ in range(20):  # warm up both paths (index build, pools, connections)
+                # Warm up both paths alike, 20 messages each, so every pool child has run both
+                # before either is measured (it was 20 no-ops and one signal: three of the four
+                # children then ran their first dispatch inside the measured phase).
+                for _ in range(20):
                     noop.apply_async(connection=connection, queue="pipelines")
-                _publish(producer, tickers[0], SIGNAL_EXCHANGE, DISPATCH_INTAKE_QUEUE)
+                    _publish(producer, tickers[0], SIGNAL_EXCHANGE, DISPATCH_INTAKE_QUEUE)
+                    time.sleep(0.05)
                 time.sleep(3)
                 with database.session() as session:
                     session.query(Execution).delete()
