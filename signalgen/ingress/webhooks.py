@@ -223,7 +223,8 @@ class WebhookIngress:
         return self._limiter(name).try_acquire()
 
     def warm_up(self) -> None:
-        """Open the database and Redis connections, load the rate-limit script, and run the
+        """Open the database, Redis and broker connections (declaring the exchange and the
+        intake queue), load the rate-limit script, and run the
         recording statement once in a transaction that is rolled back (its first compilation
         costs tens of milliseconds that the first alert should not pay)."""
         import uuid
@@ -249,6 +250,9 @@ class WebhookIngress:
             _mark_published(session, probe.signal_id, now)
             session.rollback()
         self.redis.ping()
+        connect = getattr(self.publisher, "connect", None)  # KombuPublisher: broker + declares
+        if connect is not None:
+            connect()
         for name, source in self.config.sources.items():
             if source.enabled:
                 self._limiter(name)

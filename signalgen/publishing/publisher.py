@@ -83,6 +83,18 @@ class KombuPublisher:
             )
         return self._producer
 
+    def connect(self) -> None:
+        """Connect and declare the exchange and the intake queue now, so that the first publish
+        does not pay for them (a warm-up). Raises PublishError; the next publish starts over."""
+        with self._lock:
+            try:
+                producer = self._ensure_producer()
+                for entity in (SIGNAL_EXCHANGE, DISPATCH_INTAKE_QUEUE):
+                    producer.maybe_declare(entity)
+            except Exception as exc:
+                self._reset()
+                raise PublishError(redact(f"{type(exc).__name__}: {exc}")) from exc
+
     def publish(self, payload: str, routing_key: str) -> None:
         headers = {PUBLISHED_AT_HEADER: time.time()}
         with self._lock:

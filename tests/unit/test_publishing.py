@@ -24,7 +24,7 @@ from signalgen.publishing import (
     publish_recorded,
     record_signals,
 )
-from tasks.topology import SIGNAL_EXCHANGE
+from tasks.topology import DISPATCH_INTAKE_QUEUE, SIGNAL_EXCHANGE
 
 NOW = datetime(2026, 3, 2, 14, 30, tzinfo=UTC)
 
@@ -135,6 +135,26 @@ def test_publisher_sends_plain_json_with_headers(memory_bus: tuple[Connection, Q
     # The dispatcher's intake queue was declared and bound, so it holds the signal too.
     got = intake.get(no_ack=True)
     assert got is not None and Signal.from_json(got.body) == signal
+
+
+def test_connect_declares_the_exchange_and_intake_queue_before_any_publish() -> None:
+    with KombuPublisher("memory://") as publisher:
+        publisher.connect()
+        connection = publisher._connection
+        assert connection is not None and connection.connected
+        declared = connection.declared_entities  # kombu keeps the entities' hashes
+        assert {hash(SIGNAL_EXCHANGE), hash(DISPATCH_INTAKE_QUEUE)} <= declared
+        # The first publish reuses that connection and its declarations.
+        publisher.publish(make_signal().to_json(), "signal.golden_cross.AAPL")
+        assert publisher._connection is connection
+
+
+def test_connect_to_a_closed_port_raises_publish_error_and_the_next_try_starts_over() -> None:
+    publisher = KombuPublisher(f"redis://127.0.0.1:{closed_port()}/0")
+    with pytest.raises(PublishError, match=r"(?i)connect|refused"):
+        publisher.connect()
+    assert publisher._connection is None
+    publisher.close()
 
 
 def test_publisher_to_a_closed_port_raises_publish_error_quickly() -> None:
