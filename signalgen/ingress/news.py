@@ -62,18 +62,6 @@ def fetch_news(
                 reason=str(exc),
             )
             break
-        except TransientProviderError as exc:
-            _count(counters, "news_fetch_failed")
-            log_event(
-                logger,
-                "news_fetch_failed",
-                logging.WARNING,
-                generator=generator,
-                ticker=ticker,
-                transient=True,
-                reason=str(exc),
-            )
-            continue
         except MarketDataError as exc:
             _count(counters, "news_fetch_failed")
             log_event(
@@ -82,7 +70,7 @@ def fetch_news(
                 logging.WARNING,
                 generator=generator,
                 ticker=ticker,
-                transient=False,
+                transient=isinstance(exc, TransientProviderError),
                 reason=str(exc),
             )
             continue
