@@ -654,8 +654,11 @@ def check(
     seconds: float,
     notes: str = "",
     by_ticker: dict[str, list[uuid.UUID]] | None = None,
+    exited: set[Path] | None = None,
 ) -> Result:
-    """Signals lost, executions lost and duplicated for the load generator's signals."""
+    """Signals lost, executions lost and duplicated for the load generator's signals; and the
+    processes that died on their own: an "Unrecoverable error" in their log, or in `exited`
+    (logs of processes found ended, `Stack.exited`)."""
     expected = expected_pairs(recorded, by_ticker)
     with db.session() as session:
         rows = session.execute(
@@ -684,6 +687,9 @@ def check(
     signals_lost = sum(
         1 for sid in recorded if signal_rows.get(sid) not in ("dispatched", "unmatched")
     )
+    crashed = crashed_logs(logs) | (exited or set())
+    if crashed:
+        notes += f"died on their own: {sorted(path.name for path in crashed)}. "
     result = Result(
         fault=fault,
         injections=injections,
@@ -696,7 +702,7 @@ def check(
         restarted=sum(1 for r in ours if r.attempts > 1),
         seconds=seconds,
         notes=notes,
-        crashed=len(crashed_logs(logs)),
+        crashed=len(crashed),
     )
     return result
 

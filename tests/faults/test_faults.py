@@ -115,11 +115,8 @@ def run_scenario(
         stack.logs(),
         injections=injections,
         seconds=time.monotonic() - started,
+        exited=stack.exited(),
     )
-    crashed = harness.crashed_logs(stack.logs()) | stack.exited()
-    result.crashed = len(crashed)
-    if crashed:
-        result.notes += f"died on their own: {sorted(p.name for p in crashed)}. "
     if load.duplicates_sent:
         result.notes += f"{load.duplicates_sent} signals published twice. "
     if load.publish_failures or load.record_failures:
