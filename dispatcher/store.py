@@ -21,6 +21,7 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy import delete, select, update
 
+from dispatcher.admission import admit_spec, admit_totals
 from dispatcher.matching import MatchIndex
 from schemas.pipeline import PipelineSpec, Scanner
 from signalgen.db import Database
@@ -116,7 +117,10 @@ def bump_version(redis_url: str | None = None) -> int | None:
 def add_pipeline(db: Database, spec: PipelineSpec, *, redis_url: str | None = None) -> uuid.UUID:
     pipeline_id = spec.id or uuid.uuid4()
     with db.session() as session:
+        admit_spec(session, spec)
         session.add(Pipeline(id=pipeline_id, **spec_to_row(spec)))
+        session.flush()
+        admit_totals(session, [spec.owner])
     bump_version(redis_url)
     return pipeline_id
 
@@ -129,6 +133,7 @@ def import_specs(
     now = datetime.now(UTC)
     with db.session() as session:
         for spec in specs:
+            admit_spec(session, spec)
             existing = session.get(Pipeline, spec.id) if spec.id is not None else None
             if existing is None:
                 session.add(Pipeline(id=spec.id or uuid.uuid4(), **spec_to_row(spec)))
@@ -138,6 +143,8 @@ def import_specs(
                     setattr(existing, key, value)
                 existing.updated_at = now
                 updated += 1
+        session.flush()
+        admit_totals(session, {spec.owner for spec in specs})
     bump_version(redis_url)
     return created, updated
 
@@ -148,6 +155,7 @@ def update_pipeline(
     """Replace an existing pipeline's fields. Never inserts: a pipeline deleted meanwhile stays
     deleted (PipelineNotFound), unlike `import_specs`, which creates what is missing."""
     with db.session() as session:
+        admit_spec(session, spec)
         result = session.execute(
             update(Pipeline)
             .where(Pipeline.id == pipeline_id)
@@ -155,6 +163,7 @@ def update_pipeline(
         )
         if not result.rowcount:  # type: ignore[attr-defined]
             raise PipelineNotFound(str(pipeline_id))
+        admit_totals(session, [spec.owner])
     bump_version(redis_url)
 
 

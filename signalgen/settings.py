@@ -63,6 +63,13 @@ class Settings(BaseSettings):
         default=None, gt=0, validation_alias="GOLDEN_CROSS_CHECK_INTERVAL_SECONDS"
     )
 
+    #: Networks webhook executors may reach although private/loopback/reserved (comma-separated
+    #: CIDRs, e.g. `127.0.0.1/32`). Empty (the default): only public addresses.
+    webhook_allow_networks: str = Field(default="", validation_alias="WEBHOOK_ALLOW_NETWORKS")
+    #: Fernet keys (comma-separated, newest first) that encrypt webhook executor secrets at rest.
+    #: The first encrypts; every one decrypts (rotation). Unset: a key kept in `.signalgen/`.
+    secrets_keys: SecretStr | None = Field(default=None, validation_alias="SECRETS_KEYS")
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
         default="INFO", validation_alias="LOG_LEVEL"
     )

@@ -16,6 +16,8 @@ from typing import Any
 import click
 from pydantic import ValidationError
 
+from dispatcher.admission import Refused
+
 
 def _database() -> Any:
     from signalgen.db import get_database
@@ -119,7 +121,11 @@ def add(spec_json: str | None, disabled: bool, **options: Any) -> None:
         spec = PipelineSpec.model_validate(data)
     except ValidationError as exc:
         raise click.ClickException("invalid pipeline:\n" + describe_errors(exc)) from None
-    click.echo(str(add_pipeline(_database(), spec)))
+    try:
+        pipeline_id = add_pipeline(_database(), spec)
+    except Refused as exc:
+        raise click.ClickException(f"pipeline refused: {exc}") from None
+    click.echo(str(pipeline_id))
 
 
 def _spec_from_options(options: dict[str, Any], disabled: bool) -> dict[str, Any]:
@@ -303,7 +309,10 @@ def import_(source: str, dry_run: bool) -> None:
     if dry_run:
         click.echo(f"{len(specs)} pipeline(s) valid; nothing written (--dry-run)")
         return
-    created, updated = import_specs(_database(), specs)
+    try:
+        created, updated = import_specs(_database(), specs)
+    except Refused as exc:
+        raise click.ClickException(f"{source}: nothing imported: {exc}") from None
     click.echo(f"imported {len(specs)} pipeline(s): {created} created, {updated} updated")
 
 

@@ -11,7 +11,10 @@ import importlib
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from dispatcher.admission import Refused
 
 #: Modules exposing `router`; each mounted in order.
 ROUTERS: list[str] = [
@@ -36,6 +39,16 @@ def create_app(**state: Any) -> FastAPI:
     app = FastAPI(title="Signal Generator", version="1.0.0", lifespan=_lifespan)
     for key, value in state.items():
         setattr(app.state, key, value)
+
+    @app.exception_handler(Refused)
+    async def refused(request: Request, exc: Refused) -> JSONResponse:
+        # The operator's policy said no: 422 for a value not allowed, 409 for a quota reached.
+        loc = ["body", *exc.field.split(".")]
+        kind = "quota_exceeded" if exc.quota else "policy_refused"
+        return JSONResponse(
+            {"detail": [{"type": kind, "loc": loc, "msg": exc.reason}]},
+            status_code=exc.status_code,
+        )
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:

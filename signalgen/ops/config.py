@@ -93,6 +93,55 @@ class RateLimits(BaseModel):
         return self.owners.get(owner, self.default)
 
 
+#: Task-name prefixes and queues that belong to this service: never a user's Celery executor.
+RESERVED_TASK_PREFIXES = ("signals.", "pipelines.", "celery.")
+RESERVED_QUEUES = frozenset({"signals", "signals.dispatch", "pipelines", "dispatch", "celery"})
+
+
+class CeleryTarget(BaseModel):
+    """One Celery task a pipeline's `celery` executor may send, and the queues it may use."""
+
+    model_config = _STRICT
+
+    task: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z_][\w.:\-]*$")
+    queues: tuple[str, ...] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _not_ours(self) -> CeleryTarget:
+        if self.task.startswith(RESERVED_TASK_PREFIXES):
+            raise ValueError(f"task {self.task!r} is one of this service's own tasks")
+        for queue in self.queues:
+            reserved = queue.startswith(("signals.", "pipelines.", "celery", "amq."))
+            if reserved or queue in RESERVED_QUEUES:
+                raise ValueError(f"queue {queue!r} is one of this service's own queues")
+        return self
+
+
+class ExecutorPolicy(BaseModel):
+    """What users' executors may reach. Default: no Celery task at all (operators allow each)."""
+
+    model_config = _STRICT
+
+    celery_tasks: tuple[CeleryTarget, ...] = ()
+
+    def celery_target(self, task: str) -> CeleryTarget | None:
+        for target in self.celery_tasks:
+            if target.task == task:
+                return target
+        return None
+
+
+class Quotas(BaseModel):
+    """Per-user limits on what a user may create (None: unlimited). Admins are bound too."""
+
+    model_config = _STRICT
+
+    pipelines_per_user: int | None = Field(default=100, ge=0)
+    tickers_per_scanner: int | None = Field(default=500, ge=1)
+    scanner_entries_per_user: int | None = Field(default=5000, ge=0)
+    api_writes_per_minute: int | None = Field(default=60, ge=1)
+
+
 class OperationsConfig(BaseModel):
     model_config = _STRICT
 
@@ -100,6 +149,8 @@ class OperationsConfig(BaseModel):
     cost_per_call: dict[str, float] = Field(default_factory=lambda: {"finnhub": 0.0})
     budgets: Budgets = Budgets()
     rate_limits: RateLimits = RateLimits()
+    executors: ExecutorPolicy = ExecutorPolicy()
+    quotas: Quotas = Quotas()
 
     @model_validator(mode="after")
     def _finite_costs(self) -> OperationsConfig:
