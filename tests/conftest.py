@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +13,12 @@ from signalgen.db.base import Base
 from tests.support.services import postgres_database, redis_database
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
+
+# The suite's webhook receivers listen on loopback: the operator's allowance the tests need
+# (the default refuses loopback). Child processes (workers, beats) inherit both.
+os.environ.setdefault("WEBHOOK_ALLOW_NETWORKS", "127.0.0.1/32,::1/128")
+# A fixed Fernet key for the suite's encrypted webhook secrets (never a production key).
+os.environ.setdefault("SECRETS_KEYS", "B35Jf3-FQbm2ssvC6IamPNrQEm50aWjjdSjrDNA4fsM=")
 
 
 def create_schema(database: Database) -> None:
