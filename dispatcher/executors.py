@@ -6,9 +6,15 @@ Each returns an `Outcome` the caller stores on the execution row.
 
 Webhook signing: `X-Signal-Timestamp` is the Unix time (seconds) of the attempt and
 `X-Signal-Signature` the hex HMAC-SHA256, keyed with the pipeline's secret, of
-`"<timestamp>.<body>"`; receivers recompute it and reject stale timestamps (replay protection).
-`X-Idempotency-Key` (and the Celery task id) are the same on every attempt of one execution,
-so a receiver can drop a delivery repeated after a crash.
+`"<timestamp>.<idempotency key>.<body>"`, the idempotency key being the `X-Idempotency-Key`
+header's value; receivers recompute it, reject stale timestamps (replay protection) and can
+trust the key they dedupe on. `X-Idempotency-Key` (and the Celery task id) are the same on every
+attempt of one execution, so a receiver can drop a delivery repeated after a crash.
+
+Outbound policy (`dispatcher.egress`): a webhook connects only to addresses the policy allows,
+checked when connecting (`dispatcher.egress_http`), never follows a redirect, and a refused
+destination fails the execution without retries and with one error text whatever the address or
+port state. A Celery target no longer on the operator's allowlist is not sent.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import hashlib
 import hmac
 import random
 import time
+import urllib.parse
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,8 +31,19 @@ from typing import Any
 
 import requests
 
+from dispatcher.admission import Refused
+from dispatcher.egress import (
+    DELIVERY_REFUSED,
+    EgressPolicy,
+    EgressRefused,
+    check_celery,
+    current_executor_policy,
+    current_policy,
+)
+from dispatcher.egress_http import vetted_session
 from schemas.pipeline import CeleryExecutor, RecordExecutor, WebhookExecutor
 from signalgen.logs import redact
+from signalgen.ops.config import ExecutorPolicy
 
 #: Namespace of the task ids the celery executor derives from (pipeline, idempotency key).
 EXECUTION_NAMESPACE = uuid.UUID("0c5c2b0e-8f3e-5a55-9a51-3f7d2c1e6b40")
@@ -54,10 +72,15 @@ def execution_task_id(pipeline_id: uuid.UUID, idempotency_key: str) -> str:
     return str(uuid.uuid5(EXECUTION_NAMESPACE, f"{pipeline_id}|{idempotency_key}"))
 
 
-def sign(secret: str, timestamp: str, body: bytes) -> str:
-    """Hex HMAC-SHA256 of `"<timestamp>.<body>"`."""
-    message = timestamp.encode("ascii") + b"." + body
+def sign(secret: str, timestamp: str, idempotency_key: str, body: bytes) -> str:
+    """Hex HMAC-SHA256 of `"<timestamp>.<idempotency key>.<body>"`."""
+    message = b".".join((timestamp.encode("ascii"), idempotency_key.encode("utf-8"), body))
     return hmac.new(secret.encode("utf-8"), message, hashlib.sha256).hexdigest()
+
+
+def idempotency_header(context: ExecutionContext) -> str:
+    """The `X-Idempotency-Key` value: the same on every attempt of one execution."""
+    return f"{context.pipeline_id}:{context.idempotency_key}"
 
 
 def backoff_delay(attempt: int, base: float, rng: Callable[[], float] = random.random) -> float:
@@ -76,14 +99,24 @@ def run_webhook(
     config: WebhookExecutor,
     *,
     http: requests.Session | None = None,
+    egress: EgressPolicy | None = None,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.time,
     rng: Callable[[], float] = random.random,
 ) -> Outcome:
-    """POST the payload, signed; retry transport errors, timeouts, 408/425/429/5xx."""
+    """POST the payload, signed; retry transport errors, timeouts, 408/425/429/5xx.
+
+    Only to addresses `egress` (default: this process's settings) allows: our own session
+    checks each connection; an injected `http` session (tests, callers with their own
+    transport) gets the destination vetted before each attempt instead. A refusal is a failed,
+    non-retried outcome with one error text (`DELIVERY_REFUSED`) and no timing; a 3xx is a
+    failure too (redirects are never followed)."""
     body = context.payload.encode("utf-8")
     secret = config.secret.get_secret_value()
-    session = http or requests.Session()
+    key = idempotency_header(context)
+    policy = egress or current_policy()
+    url = str(config.url)
+    session = http or vetted_session(policy)
     attempts: list[dict[str, Any]] = []
     try:
         for attempt in range(1, config.max_attempts + 1):
@@ -92,18 +125,28 @@ def run_webhook(
                 "Content-Type": "application/json",
                 "User-Agent": "signalgen-webhook/1",
                 "X-Signal-Timestamp": timestamp,
-                "X-Signal-Signature": sign(secret, timestamp, body),
-                "X-Idempotency-Key": f"{context.pipeline_id}:{context.idempotency_key}",
+                "X-Signal-Signature": sign(secret, timestamp, key, body),
+                "X-Idempotency-Key": key,
                 "X-Pipeline-Id": str(context.pipeline_id),
             }
             started = time.monotonic()
             try:
+                if http is not None:
+                    _vet_url(policy, url)
                 response = session.post(
-                    str(config.url),
+                    url,
                     data=body,
                     headers=headers,
                     timeout=config.timeout_seconds,
                     allow_redirects=False,
+                )
+            except EgressRefused:
+                # Same text, no timing: whether anything listens there stays unknown.
+                attempts.append({"error": "refused by egress policy"})
+                return Outcome(
+                    ok=False,
+                    error=DELIVERY_REFUSED,
+                    detail={"executor": "webhook", "attempts": attempts},
                 )
             except (requests.ConnectionError, requests.Timeout) as exc:
                 attempts.append(
@@ -133,6 +176,8 @@ def run_webhook(
                     )
                 retryable = response.status_code in RETRY_STATUSES
                 error = f"HTTP {response.status_code}"
+                if 300 <= response.status_code < 400:
+                    error += ": redirect not followed"
             if not retryable or attempt == config.max_attempts:
                 return Outcome(
                     ok=False, error=error, detail={"executor": "webhook", "attempts": attempts}
@@ -144,11 +189,35 @@ def run_webhook(
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+def _vet_url(policy: EgressPolicy, url: str) -> None:
+    """EgressRefused unless every address of `url`'s host is allowed (an injected session
+    connects on its own; this is the check it gets)."""
+    parts = urllib.parse.urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        policy.vet(parts.hostname or "", port)
+    except OSError as exc:
+        raise requests.ConnectionError(f"host does not resolve: {exc}") from None
+
+
 def run_celery(
-    context: ExecutionContext, config: CeleryExecutor, *, send_task: Callable[..., Any]
+    context: ExecutionContext,
+    config: CeleryExecutor,
+    *,
+    send_task: Callable[..., Any],
+    policy: ExecutorPolicy | None = None,
 ) -> Outcome:
     """send_task(config.task) to config.queue with the signal; the task id is stable per
-    execution, so a resend after a crash carries the same id."""
+    execution, so a resend after a crash carries the same id. A target the operator's allowlist
+    (`policy`, default: operations.json) no longer has fails the execution, nothing sent."""
+    try:
+        check_celery(config.task, config.queue, policy or current_executor_policy())
+    except Refused as exc:
+        return Outcome(
+            ok=False,
+            error=f"celery target not allowed: {exc.reason}",
+            detail={"executor": "celery", "task": config.task, "queue": config.queue},
+        )
     task_id = execution_task_id(context.pipeline_id, context.idempotency_key)
     send_task(
         config.task,

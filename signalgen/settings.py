@@ -80,6 +80,14 @@ class Settings(BaseSettings):
     def _upper_level(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
 
+    @field_validator("webhook_allow_networks")
+    @classmethod
+    def _cidrs(cls, value: str) -> str:
+        from dispatcher.egress import parse_networks
+
+        parse_networks(value)  # a bad entry stops start-up, named
+        return value
+
     @field_validator("finnhub_api_key")
     @classmethod
     def _no_placeholder(cls, value: SecretStr | None) -> SecretStr | None:

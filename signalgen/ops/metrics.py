@@ -48,7 +48,7 @@ logger = logging.getLogger("signalgen.ops.metrics")
 
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 #: Celery queues and the dispatcher's plain-JSON intake queue.
-DEFAULT_QUEUES = ("signals.dispatch", "dispatch", "pipelines", "signals", "celery")
+DEFAULT_QUEUES = ("signals.dispatch", "dispatch", "pipelines", "generate", "signals", "celery")
 
 
 class BusCollector(Collector):
@@ -207,8 +207,12 @@ class BusCollector(Collector):
             "Dead letters by stage, status and reason kind",
             labels=["stage", "status", "reason"],
         )
+        totals: dict[tuple[str, str, str], int] = {}
         for stage, status, reason, count in counts_by(self.db):
-            gauge.add_metric([stage, status, reason], count)
+            key = (stage, status, reason_label(reason))
+            totals[key] = totals.get(key, 0) + count
+        for labels, count in sorted(totals.items()):
+            gauge.add_metric(list(labels), count)
         return [gauge]
 
     def _providers(self) -> list[Metric]:
@@ -273,6 +277,32 @@ class BusCollector(Collector):
         for name, depth in queue_depths(self.broker_url, self.queues).items():
             gauge.add_metric([name], depth)
         return [gauge]
+
+
+#: This service's Celery task names: the only task names a label may carry. Any process that
+#: can publish to a task queue can name any task; `/metrics` is unauthenticated.
+OWN_TASKS = frozenset(
+    {
+        "signals.generate",
+        "signals.dispatch",
+        "signals.replay",
+        "signals.outbox_sweep",
+        "signals.repair",
+        "pipelines.execute",
+        "pipelines.fire_periodic",
+    }
+)
+_UNKNOWN_TASK = "unknown task"
+
+
+def reason_label(kind: str) -> str:
+    """A dead letter's reason kind as a label: `unknown task 'x' refused` keeps `x` only when
+    it is one of ours (`unknown task 'other' refused` otherwise), so a stranger's task names
+    never become label values."""
+    if not kind.startswith(_UNKNOWN_TASK):
+        return kind
+    name = kind[len(_UNKNOWN_TASK) :].strip().removesuffix("refused").strip().strip("'\"")
+    return f"{_UNKNOWN_TASK} {name if name in OWN_TASKS else 'other'!r} refused"
 
 
 def _text(value: Any) -> str:

@@ -65,7 +65,7 @@ def test_add_with_options_then_list_show_disable_remove(
         "--executor",
         "webhook",
         "--url",
-        "https://example.com/h",
+        "https://127.0.0.1/h",  # the suite allows loopback receivers (conftest)
         "--secret",
         SECRET,
     )
