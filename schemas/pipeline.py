@@ -130,7 +130,7 @@ class RecordExecutor(BaseModel):
 
 class WebhookExecutor(BaseModel):
     """POST the signal JSON to `url`, signed: X-Signal-Signature = hex HMAC-SHA256 of
-    "<X-Signal-Timestamp>.<body>" with `secret`."""
+    "<X-Signal-Timestamp>.<X-Idempotency-Key>.<body>" with `secret`."""
 
     model_config = _STRICT
 
@@ -152,7 +152,9 @@ class WebhookExecutor(BaseModel):
 
     @field_serializer("secret", when_used="json")
     def _reveal_secret_in_json(self, value: SecretStr) -> str:
-        # Stored and exported as given; logs never see it (signalgen.logs masks `secret`).
+        # The plain value for the edges that need it: dispatcher.store encrypts it before it is
+        # stored (signalgen.crypto), an export writes it only with --include-secrets, reads
+        # show a mask; logs never see it (signalgen.logs masks `secret`).
         return value.get_secret_value()
 
 

@@ -14,26 +14,83 @@ from typing import Any
 
 _RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 
-#: Values of these keys, and URL passwords / token query parameters, are masked in every log line.
-_SECRET_KEYS = re.compile(r"(?i)(api[_-]?key|token|secret|password|passwd|authorization|signature)")
-_URL_PASSWORD = re.compile(r"(?P<scheme>[a-z][a-z0-9+.\-]*://)(?P<user>[^:/@\s]*):[^@/\s]+@", re.I)
-_QUERY_SECRET = re.compile(r"(?i)([?&](?:token|api_?key|secret)=)[^&\s\"']+")
+#: Values of these keys are masked wherever they appear in a log line's structured fields.
+_SECRET_KEYS = re.compile(
+    r"(?i)(api[_-]?key|token|secret|password|passwd|passphrase|authorization|signature"
+    r"|credential|cookie)"
+)
+MASK = "***"
+
+#: Where a URL (or its query) ends in free text: whitespace, quotes, angle brackets, backquote.
+_STOP = r"\s\"'<>`"
+#: A URL in free text: any `scheme://...` (http, redis, amqp, postgresql+psycopg, ws, ...); a
+#: word with a `/` before its query or fragment (`/hook?token=...`, as requests' errors name the
+#: URL; `host/p#a=b`); or a bare query (`?a=b&c=d`) starting a word. Each alternative starts
+#: only where a scheme or a word starts and never backtracks (possessive quantifiers), so the
+#: time is linear in the text whatever it holds.
+_URL = re.compile(
+    rf"(?i)(?<![a-z0-9+.\-])[a-z][a-z0-9+.\-]*+://[^{_STOP}]*+"
+    rf"|(?<![^{_STOP}])(?=[^{_STOP}?#]*/)[^{_STOP}?#]*+[?#][^{_STOP}]*+"
+    rf"|(?<![^{_STOP}(\[=,:])\?[^{_STOP}=?#&]++=[^{_STOP}]*+"
+)
+#: `user:password@` after a scheme (the password is what is masked; it may hold `@`).
+_USERINFO = re.compile(
+    r"(?P<head>(?<![a-z0-9+.\-])[a-z][a-z0-9+.\-]*+://[^:/?#@\s]*+):[^/\s]*@", re.I
+)
+#: One `key=value` of a query or fragment; `&` and `;` separate them.
+_PARAM = re.compile(r"(?P<key>[^&;=]*)=(?P<value>[^&;]*)")
+
+
+def _mask_params(part: str) -> str:
+    return _PARAM.sub(lambda m: f"{m['key']}={MASK}" if m["value"] else m[0], part)
+
+
+def _redact_url(match: re.Match[str]) -> str:
+    url = _USERINFO.sub(rf"\g<head>:{MASK}@", match[0])
+    cut = min((i for i in (url.find("?"), url.find("#")) if i >= 0), default=len(url))
+    head, tail = url[:cut], url[cut:]
+    if not tail:
+        return head
+    query, hash_, fragment = tail[1:].partition("#")
+    if tail[0] == "#":  # no query, only a fragment
+        return f"{head}#{_mask_params(query)}"
+    return f"{head}?{_mask_params(query)}{hash_}{_mask_params(fragment)}"
 
 
 def redact(text: str) -> str:
-    """Mask credentials in free text (URLs with passwords, token query parameters)."""
-    text = _URL_PASSWORD.sub(r"\g<scheme>\g<user>:***@", text)
-    return _QUERY_SECRET.sub(r"\1***", text)
+    """Mask credentials in free text: in every URL found (any scheme, a bare path with a query,
+    a bare `?a=b` query), the userinfo password and *every* query and fragment value; keys,
+    hosts and paths are kept (`https://h/p?access_token=***&page=***`). Text that holds no URL
+    is returned unchanged."""
+    if "?" not in text and "#" not in text and "://" not in text:
+        return text
+    return _URL.sub(_redact_url, text)
 
 
 def _redact_value(key: str, value: Any) -> Any:
+    """`value` made JSON-ready with every secret masked: the whole value under a secret-ish
+    key, URLs in strings (`redact`), recursively through dicts and lists."""
     if _SECRET_KEYS.search(key) and value not in (None, ""):
-        return "***"
+        return MASK
+    return _scrub(value)
+
+
+def redact_data(value: Any) -> Any:
+    """`value` (str, number, dict, list, ...) JSON-ready, every secret in it masked: strings
+    through `redact`, and the whole value under a secret-ish key (`token`, `password`, ...)."""
+    return _scrub(value)
+
+
+def _scrub(value: Any) -> Any:
     if isinstance(value, str):
         return redact(value)
+    if value is None or isinstance(value, bool | int | float):
+        return value
     if isinstance(value, dict):
-        return {k: _redact_value(str(k), v) for k, v in value.items()}
-    return value
+        return {str(k): _redact_value(str(k), v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_scrub(item) for item in value]
+    return redact(str(value))
 
 
 class JsonFormatter(logging.Formatter):
@@ -41,22 +98,25 @@ class JsonFormatter(logging.Formatter):
         fields = getattr(record, "fields", None)
         message = record.getMessage()
         out: dict[str, Any] = {
-            "event": getattr(record, "event", None) or message,
+            "event": redact(str(getattr(record, "event", None) or message)),
             "level": record.levelname,
             "logger": record.name,
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
         }
+        message = redact(message)
         if message and message != out["event"]:
             out["message"] = message
         if isinstance(fields, dict):
             for key, value in fields.items():
-                out[key] = _redact_value(key, value)
+                out[str(key)] = _redact_value(str(key), value)
         for key, value in vars(record).items():
             if key not in _RESERVED and key not in ("fields", "event") and not key.startswith("_"):
                 out.setdefault(key, _redact_value(key, value))
         if record.exc_info:
-            out["exc"] = self.formatException(record.exc_info)
-        return redact(json.dumps(out, default=str))
+            out["exc"] = redact(self.formatException(record.exc_info))
+        # Every string was redacted before encoding (never the JSON text: a mask must not cut
+        # into an escape sequence).
+        return json.dumps(out, default=str)
 
 
 class TextFormatter(logging.Formatter):

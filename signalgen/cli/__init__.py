@@ -23,6 +23,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("signalgen.cli.dlq", "dlq"),
     ("signalgen.cli.pipelines", "pipelines"),
     ("signalgen.cli.signals", "signals"),
+    ("signalgen.cli.secrets", "secrets"),
 ]
 
 

@@ -209,7 +209,7 @@ def show(pipeline_id: str, limit: int) -> None:
     """One pipeline (webhook secret masked) and its recent executions."""
     from sqlalchemy import select
 
-    from dispatcher.store import PipelineNotFound, get_pipeline, row_to_spec
+    from dispatcher.store import PipelineNotFound, get_pipeline
     from signalgen.db.models import Execution
 
     database = _database()
@@ -217,9 +217,7 @@ def show(pipeline_id: str, limit: int) -> None:
         row = get_pipeline(database, _pipeline_id(pipeline_id))
     except PipelineNotFound:
         raise click.ClickException(f"no pipeline {pipeline_id}") from None
-    data = row_to_spec(row).model_dump(mode="json", exclude_none=True)
-    if "secret" in data.get("executor", {}):
-        data["executor"]["secret"] = "***"  # noqa: S105  (a mask, not a password)
+    data = _stored_view(row)
     with database.session() as session:
         executions = (
             session.execute(
@@ -235,6 +233,24 @@ def show(pipeline_id: str, limit: int) -> None:
     data["updated_at"] = row.updated_at.isoformat()
     data["recent_executions"] = [_execution_view(e) for e in executions]
     click.echo(json.dumps(data, indent=2))
+
+
+def _stored_view(row: Any) -> dict[str, Any]:
+    """The pipeline as stored, its webhook secret masked: never decrypted to be shown."""
+    executor = {"kind": row.executor, **(row.executor_config or {})}
+    if "secret" in executor:
+        executor["secret"] = "***"  # noqa: S105  (a mask, not a password)
+    data = {
+        "id": str(row.id),
+        "owner": row.owner,
+        "name": row.name,
+        "enabled": row.enabled,
+        "trigger_mode": row.trigger_mode,
+        "scanner": row.scanner,
+        "schedule": row.schedule,
+        "executor": executor,
+    }
+    return {key: value for key, value in data.items() if value is not None}
 
 
 def _execution_view(execution: Any) -> dict[str, Any]:
@@ -299,21 +315,65 @@ def remove(pipeline_id: str, yes: bool) -> None:
 @click.option("--dry-run", is_flag=True, help="Validate only.")
 def import_(source: str, dry_run: bool) -> None:
     """Import a JSON list of pipelines (as `export` writes it), all or nothing. Items with an
-    `id` that exists are updated; others are created."""
+    `id` that exists are updated; others are created. A webhook executor given without its
+    `secret` keeps the secret stored for that id (an export leaves secrets out)."""
     from dispatcher.store import InvalidImport, import_specs, parse_import
+    from signalgen.crypto import SecretKeyError
 
+    database = _database()
     try:
-        specs = parse_import(_read_json(source))
+        data = _with_stored_secrets(database, _read_json(source))
+        specs = parse_import(data)
     except InvalidImport as exc:
         raise click.ClickException(f"{source}: nothing imported:\n{exc}") from None
+    except SecretKeyError as exc:
+        raise click.ClickException(f"{source}: nothing imported: {exc}") from None
     if dry_run:
         click.echo(f"{len(specs)} pipeline(s) valid; nothing written (--dry-run)")
         return
     try:
-        created, updated = import_specs(_database(), specs)
+        created, updated = import_specs(database, specs)
     except Refused as exc:
         raise click.ClickException(f"{source}: nothing imported: {exc}") from None
     click.echo(f"imported {len(specs)} pipeline(s): {created} created, {updated} updated")
+
+
+def _with_stored_secrets(database: Any, data: Any) -> Any:
+    """`data` with each webhook executor that has no `secret` given the one stored for its
+    pipeline `id` (same kind), decrypted. Anything else is left for `parse_import` to judge."""
+    items = data["pipelines"] if isinstance(data, dict) and set(data) == {"pipelines"} else data
+    if not isinstance(items, list):
+        return data
+    wanted: dict[uuid.UUID, dict[str, Any]] = {}
+    for item in items:
+        executor = item.get("executor") if isinstance(item, dict) else None
+        if (
+            isinstance(executor, dict)
+            and executor.get("kind") == "webhook"
+            and "secret" not in executor
+            and isinstance(item.get("id"), str)
+        ):
+            try:
+                wanted[uuid.UUID(item["id"])] = executor
+            except ValueError:
+                continue  # parse_import names the bad id
+    if not wanted:
+        return data
+    from sqlalchemy import select
+
+    from signalgen.crypto import default_box
+    from signalgen.db.models import Pipeline
+
+    with database.session() as session:
+        rows = session.execute(
+            select(Pipeline.id, Pipeline.executor, Pipeline.executor_config).where(
+                Pipeline.id.in_(list(wanted))
+            )
+        ).all()
+    for pipeline_id, kind, config in rows:
+        if kind == "webhook" and "secret" in (config or {}):
+            wanted[pipeline_id]["secret"] = default_box().open_config(config)["secret"]
+    return data
 
 
 @pipelines.command("export")
@@ -324,14 +384,31 @@ def import_(source: str, dry_run: bool) -> None:
     type=click.Path(dir_okay=False, writable=True),
     help="File to write (default: stdout).",
 )
-def export(owner: str | None, output: str | None) -> None:
-    """Export pipelines as JSON (secrets included: it is a backup, importable as is)."""
+@click.option(
+    "--include-secrets",
+    is_flag=True,
+    help="Write webhook secrets in plain text (decrypted); keep the file safe.",
+)
+def export(owner: str | None, output: str | None, include_secrets: bool) -> None:
+    """Export pipelines as JSON, importable as is. Webhook secrets are left out unless
+    --include-secrets: importing the file back keeps each existing pipeline's stored secret;
+    a pipeline recreated elsewhere needs --include-secrets (or its secret added by hand)."""
     from dispatcher.store import export_dict, list_pipelines, row_to_spec
+    from signalgen.crypto import SecretKeyError
 
     rows = list_pipelines(_database(), owner=owner)
-    text = json.dumps([export_dict(row_to_spec(row)) for row in rows], indent=2)
+    try:
+        items = [export_dict(row_to_spec(row), include_secrets=include_secrets) for row in rows]
+    except SecretKeyError as exc:
+        raise click.ClickException(f"nothing exported: {exc}") from None
+    omitted = 0 if include_secrets else sum("secret" in (row.executor_config or {}) for row in rows)
+    text = json.dumps(items, indent=2)
     if output:
         Path(output).write_text(text + "\n", encoding="utf-8")
         click.echo(f"{len(rows)} pipeline(s) written to {output}", err=True)
     else:
         click.echo(text)
+    if omitted:
+        click.echo(
+            f"{omitted} webhook secret(s) left out (--include-secrets to write them)", err=True
+        )

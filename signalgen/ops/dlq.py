@@ -32,7 +32,7 @@ from sqlalchemy import delete, func, select, update
 
 from signalgen.db import Database
 from signalgen.db.models import DeadLetter, Execution, SignalRecord
-from signalgen.logs import log_event
+from signalgen.logs import log_event, redact
 
 logger = logging.getLogger("signalgen.ops.dlq")
 
@@ -281,7 +281,7 @@ def _untake(db: Database, dead_letter_id: int, reason: str) -> None:
             .values(
                 status="dead",
                 requeued_at=None,
-                reason=DeadLetter.reason + f" [requeue failed: {reason[:200]}]",
+                reason=DeadLetter.reason + f" [requeue failed: {redact(reason)[:200]}]",
             )
             .execution_options(synchronize_session=False)
         )
