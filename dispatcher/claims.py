@@ -20,7 +20,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Table, and_, bindparam, or_, select, text, update
@@ -131,21 +131,35 @@ _PG_DISPATCH_SIGNAL = text("""
                 :dispatch_status, :now, :matched_count)
         ON CONFLICT (signal_id) DO UPDATE SET dispatch_status = EXCLUDED.dispatch_status,
             dispatched_at = EXCLUDED.dispatched_at, matched_count = EXCLUDED.matched_count
-        RETURNING (xmax = 0) AS inserted
+        RETURNING (xmax = 0) AS inserted, published_at
     ), indexed AS (
         INSERT INTO signal_tickers (ticker, created_at, signal_id)
         SELECT ticker, :created_at, :signal_id
         FROM unnest(CAST(:tickers AS varchar[])) AS ticker, recorded
         WHERE recorded.inserted
         ON CONFLICT DO NOTHING
+    ), claimed AS (
+        INSERT INTO executions (pipeline_id, idempotency_key, signal_id, generation, status,
+                                attempts, claimed_at)
+        SELECT pipeline_id, :key, :signal_id, 0, 'claimed', 0, :now
+        FROM unnest(CAST(:pipeline_ids AS uuid[])) AS pipeline_id
+        ON CONFLICT (pipeline_id, idempotency_key) DO NOTHING
+        RETURNING id, pipeline_id
     )
-    INSERT INTO executions (pipeline_id, idempotency_key, signal_id, generation, status,
-                            attempts, claimed_at)
-    SELECT pipeline_id, :key, :signal_id, :generation, 'claimed', 0, :now
-    FROM unnest(CAST(:pipeline_ids AS uuid[])) AS pipeline_id
-    ON CONFLICT (pipeline_id, idempotency_key) DO NOTHING
-    RETURNING id, pipeline_id
+    SELECT claimed.id, claimed.pipeline_id, recorded.inserted, recorded.published_at
+    FROM recorded LEFT JOIN claimed ON true
 """)
+
+
+@dataclass(frozen=True)
+class Dispatched:
+    """What `record_and_claim_pg` did: the new claims, and the signal row as it now stands."""
+
+    claims: list[Claim]
+    #: True when this call recorded the signal (it had not been seen).
+    inserted: bool
+    #: The row's `published_at`: our outbox's own record when it published the signal.
+    published_at: datetime | None
 
 
 def record_and_claim_pg(
@@ -154,18 +168,18 @@ def record_and_claim_pg(
     signal: Any,
     payload: str,
     published_at: datetime,
-    generation: int,
     pipeline_ids: Sequence[Hashable],
     now: datetime,
-) -> list[Claim]:
+) -> Dispatched:
     """PostgreSQL, one round trip: record the signal if absent (with its ticker index), set its
-    dispatch outcome, and claim (pipeline, signal) for every match. Returns the new claims.
+    dispatch outcome, and claim (pipeline, signal) generation 0 for every match.
 
     The same effects as `service._record_signal` + `claim_signal` + the outcome update, which
-    took five statements; a dispatched signal is on the hot path of every pipeline wake-up."""
+    took five statements; a dispatched signal is on the hot path of every pipeline wake-up.
+    Generation 0 only: a higher one is claimed by a recorded replay (dispatcher/replay.py)."""
     import json
 
-    result = session.execute(
+    rows = session.execute(
         _PG_DISPATCH_SIGNAL,
         {
             "signal_id": signal.signal_id,
@@ -181,12 +195,16 @@ def record_and_claim_pg(
             "published_at": published_at,
             "dispatch_status": "dispatched" if pipeline_ids else "unmatched",
             "matched_count": len(pipeline_ids),
-            "key": signal_key(signal.signal_id, generation),
-            "generation": generation,
+            "key": signal_key(signal.signal_id, 0),
             "pipeline_ids": list(pipeline_ids),
         },
+    ).all()
+    first = rows[0]  # `recorded` always returns its one row (inserted or updated)
+    return Dispatched(
+        [Claim(row.id, row.pipeline_id) for row in rows if row.id is not None],
+        bool(first.inserted),
+        first.published_at.astimezone(UTC) if first.published_at is not None else None,
     )
-    return [Claim(row.id, row.pipeline_id) for row in result]
 
 
 def leftover_signal_claims(

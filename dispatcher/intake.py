@@ -5,6 +5,17 @@ bytes in an *envelope*, a small JSON-safe dict, the one argument of a `signals.d
 The body travels as UTF-8 text when it is JSON, as base64 otherwise. `decode_envelope` then
 accepts only JSON content and a valid Signal; anything else raises `InvalidSignal`, carrying
 what the dead-letter row needs.
+
+Headers are claims made by whoever published, not facts: the exchange is open to any
+subscriber, and so to any publisher, in any language. So:
+
+- a message from the bus is always generation 0. A higher generation exists only as the claims a
+  forced replay writes itself (dispatcher/replay.py, recorded in the `replays` table); a header
+  (`x-generation`, `x-replay-id`, ...) cannot ask for one, and a republished signal finds its
+  generation-0 claims taken and runs nothing. Such headers are reported in `Delivery.ignored`;
+- `x-published-at` is believed only inside the signal's own window: not before its `timestamp`
+  and not after now, give or take `CLOCK_SKEW`. Otherwise it is ignored, so a forged
+  `x-published-at: 1.0` cannot put 1.8e9 s into the latency of an execution.
 """
 
 from __future__ import annotations
@@ -13,15 +24,18 @@ import base64
 import binascii
 import math
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
 
 from schemas.signal import Signal
+from signalgen.publishing.headers import PUBLISHED_AT_HEADER as PUBLISHED_AT_HEADER
 
-PUBLISHED_AT_HEADER = "x-published-at"
-GENERATION_HEADER = "x-generation"
+#: Headers that once asked for a replay generation, or look like they do: never obeyed, reported.
+CLAIM_HEADERS = frozenset({"x-generation", "x-replay", "x-replay-id", "x-replay-generation"})
+#: Clock difference between a publisher and this dispatcher that `x-published-at` may show.
+CLOCK_SKEW = timedelta(seconds=5)
 JSON_CONTENT_TYPES = frozenset({"application/json", "text/json"})
 #: A signal is a few KiB; anything far larger on the intake is refused, and only this much of
 #: it is passed on and kept in the dead letter (a stranger on the exchange cannot make the
@@ -44,10 +58,14 @@ class InvalidSignal(ValueError):
 
 @dataclass(frozen=True)
 class Delivery:
+    """A valid signal from the bus. Its generation is always 0 (see the module doc)."""
+
     signal: Signal
     payload: str
+    #: The publisher's `x-published-at`, when present and inside the signal's window.
     published_at: datetime | None
-    generation: int
+    #: Headers not believed, each with the reason ("x-generation: never taken from a header").
+    ignored: tuple[str, ...] = ()
 
 
 def _json_safe(value: Any) -> Any:
@@ -105,11 +123,9 @@ def make_envelope(
     return envelope
 
 
-def envelope_for_payload(
-    payload: str, *, published_at: float | None = None, generation: int = 0
-) -> dict[str, Any]:
-    """An envelope for a signal JSON already in hand (replay, tests, benchmarks)."""
-    headers: dict[str, Any] = {GENERATION_HEADER: generation}
+def envelope_for_payload(payload: str, *, published_at: float | None = None) -> dict[str, Any]:
+    """An envelope for a signal JSON already in hand (repair sweep, tests, benchmarks)."""
+    headers: dict[str, Any] = {}
     if published_at is not None:
         headers[PUBLISHED_AT_HEADER] = published_at
     return make_envelope(payload, content_type="application/json", headers=headers)
@@ -125,19 +141,52 @@ def envelope_body(envelope: dict[str, Any]) -> bytes:
     return str(body).encode("utf-8", "replace")
 
 
-def published_at_of(headers: dict[str, Any]) -> datetime | None:
-    value = headers.get(PUBLISHED_AT_HEADER)
+#: Longest text an `x-published-at` string may have (a float's repr is at most 24 characters).
+_MAX_NUMBER_TEXT = 40
+
+
+def published_at_of(
+    value: Any, *, signal_time: datetime, now: datetime, skew: timedelta = CLOCK_SKEW
+) -> tuple[datetime | None, str | None]:
+    """The publication time an `x-published-at` header claims, if believable: a finite number
+    of epoch seconds (or its decimal text) not before `signal_time - skew` (a signal is not
+    published before it is made) and not after `now + skew`. Returns (time, None), or (None,
+    why it was ignored); an absent header is (None, None)."""
+    if value is None:
+        return None, None
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None, f"not a number ({type(value).__name__})"
+    if isinstance(value, str) and len(value) > _MAX_NUMBER_TEXT:
+        return None, "not a number (text too long)"
     try:
-        seconds = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return None
-    if not math.isfinite(seconds) or seconds <= 0:
-        return None
-    return datetime.fromtimestamp(seconds, UTC)
+        seconds = float(value)
+    except (ValueError, OverflowError):
+        return None, "not a number"
+    if not math.isfinite(seconds):
+        return None, "not a finite number"
+    earliest = (signal_time - skew).timestamp()
+    latest = (now + skew).timestamp()
+    if seconds < earliest:
+        return None, "before the signal's own timestamp"
+    if seconds > latest:
+        return None, "in the future"
+    return datetime.fromtimestamp(seconds, UTC), None
 
 
-def decode_envelope(envelope: Any) -> Delivery:
-    """The Signal inside an envelope, or InvalidSignal with the reason."""
+def _ignored_headers(headers: dict[str, Any], published_note: str | None) -> tuple[str, ...]:
+    ignored = [
+        f"{name}: replay generations are never taken from a header"
+        for name in sorted(headers)
+        if isinstance(name, str) and name.lower() in CLAIM_HEADERS
+    ]
+    if published_note is not None:
+        ignored.append(f"{PUBLISHED_AT_HEADER}: {published_note}")
+    return tuple(ignored)
+
+
+def decode_envelope(envelope: Any, *, now: datetime | None = None) -> Delivery:
+    """The Signal inside an envelope, or InvalidSignal with the reason. `now` (default: the
+    clock) bounds the `x-published-at` a publisher may claim."""
     if not isinstance(envelope, dict):
         raise InvalidSignal(
             f"envelope is {type(envelope).__name__}, not an object",
@@ -173,8 +222,9 @@ def decode_envelope(envelope: Any) -> Delivery:
         if exc.error_count() > 1:
             reason += f" (and {exc.error_count() - 1} more)"
         raise InvalidSignal(reason, body, content_type, headers) from None
-    try:
-        generation = max(0, int(headers.get(GENERATION_HEADER, 0)))
-    except (TypeError, ValueError):
-        generation = 0
-    return Delivery(signal, payload, published_at_of(headers), generation)
+    published_at, note = published_at_of(
+        headers.get(PUBLISHED_AT_HEADER),
+        signal_time=signal.timestamp,
+        now=now if now is not None else datetime.now(UTC),
+    )
+    return Delivery(signal, payload, published_at, _ignored_headers(headers, note))

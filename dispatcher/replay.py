@@ -10,10 +10,16 @@ current scanners and watchlist) are computed with the dispatcher's own `MatchInd
   (back to `claimed`; the row, its key and its attempt count are kept). Latest one still
   `claimed` (a dispatcher died before enqueueing): enqueue it again. Anything else (`enqueued`,
   `running`, `succeeded`, `skipped`): skip; the pipeline has, or is getting, the signal.
-- `force`: a new replay generation g+1 (g = the highest generation any pipeline has for this
-  signal) is claimed for every chosen pipeline; its idempotency key `signal:<id>:g<g+1>` makes
-  that re-run itself exactly-once, and the executions rows record it.
+- `force`: a new replay generation g+1 (g = the highest generation this signal has, in its
+  executions or its recorded replays) is claimed for every chosen pipeline; its idempotency key
+  `signal:<id>:g<g+1>` makes that re-run itself exactly-once, and the executions rows record it.
 - `dry_run`: the same plan, computed without writing or enqueueing.
+
+Every replay that is not a dry run is recorded first (`replays`: who asked, when, the request),
+and a forced generation is taken by inserting (signal, generation) → replay into
+`replay_generations`, whose primary key gives each generation to one replay. This is the only
+way a generation above 0 comes to be: the bus always dispatches generation 0, whatever headers
+a publisher sets (dispatcher/intake.py).
 
 Enqueueing goes through the caller's `enqueue` (the same callable `service.dispatch` uses), then
 rows move claimed → enqueued; `pipelines.execute` runs each row once whatever is redelivered.
@@ -35,8 +41,14 @@ from sqlalchemy.orm import Session
 from dispatcher import claims
 from dispatcher.matching import MatchIndex
 from schemas.signal import AwareUTC, Signal, Ticker
-from signalgen.db import Database
-from signalgen.db.models import Execution, SignalRecord, SignalTicker
+from signalgen.db import Database, insert_ignore
+from signalgen.db.models import (
+    Execution,
+    Replay,
+    ReplayGeneration,
+    SignalRecord,
+    SignalTicker,
+)
 from signalgen.logs import log_event
 
 logger = logging.getLogger("dispatcher.replay")
@@ -45,6 +57,8 @@ logger = logging.getLogger("dispatcher.replay")
 BATCH = 200
 #: Planned actions kept in a result (a dry run over a year of signals stays small).
 MAX_LISTED = 2000
+#: Generations tried for one signal when concurrent forced replays keep taking the next one.
+MAX_GENERATION_TRIES = 50
 
 REARMABLE = ("failed", "rate_limited")
 
@@ -68,6 +82,8 @@ class ReplayRequest(BaseModel):
     force: bool = False
     dry_run: bool = False
     limit: int | None = Field(default=None, ge=1)
+    #: Who asked, as recorded in `replays` (the CLI and the HTTP API set it).
+    requested_by: str = Field(default="signals.replay task", min_length=1, max_length=200)
 
     @field_validator(
         "signal_ids", "signal_types", "tickers", "sources", "pipeline_ids", mode="before"
@@ -133,6 +149,8 @@ class ReplayResult:
     unparseable: int = 0
     dry_run: bool = False
     force: bool = False
+    #: The `replays` row of this run (None for a dry run).
+    replay_id: str | None = None
     generations: dict[str, int] = field(default_factory=dict)  # signal id -> forced generation
     planned: list[PlannedRun] = field(default_factory=list)
 
@@ -154,6 +172,7 @@ class ReplayResult:
             "unparseable": self.unparseable,
             "dry_run": self.dry_run,
             "force": self.force,
+            "replay_id": self.replay_id,
         }
         if self.force:
             out["generations"] = sorted(set(self.generations.values()))
@@ -243,6 +262,37 @@ def _latest_rows(
     return latest, highest
 
 
+def _recorded_generation(session: Session, signal_id: uuid.UUID) -> int:
+    """The highest generation recorded replays took for this signal (0 when none)."""
+    highest = session.execute(
+        select(func.max(ReplayGeneration.generation)).where(ReplayGeneration.signal_id == signal_id)
+    ).scalar_one_or_none()
+    return int(highest or 0)
+
+
+def _take_generation(
+    session: Session, signal_id: uuid.UUID, first: int, replay_id: uuid.UUID
+) -> int:
+    """Record generation `first` (or, if another replay took it meanwhile, the next free one)
+    of this signal as this replay's, and return it."""
+    dialect = session.get_bind().dialect.name
+    table = ReplayGeneration.__table__
+    generation = first
+    for _ in range(MAX_GENERATION_TRIES):
+        taken = session.execute(
+            insert_ignore(
+                table,
+                dialect,
+                [{"signal_id": signal_id, "generation": generation, "replay_id": replay_id}],
+                ["signal_id", "generation"],
+            ).returning(table.c.generation)
+        ).first()
+        if taken is not None:
+            return generation
+        generation = max(generation, _recorded_generation(session, signal_id)) + 1
+    raise RuntimeError(f"no free replay generation for signal {signal_id} after {first}")
+
+
 def _note(result: ReplayResult, run: PlannedRun) -> None:
     if len(result.planned) < MAX_LISTED:
         result.planned.append(run)
@@ -255,13 +305,16 @@ def _plan_signal(
     request: ReplayRequest,
     result: ReplayResult,
     now: datetime,
+    replay_id: uuid.UUID | None,
 ) -> list[int]:
     """Decide (and unless dry-run, write) this signal's runs. Returns execution ids to enqueue."""
     sid = signal.signal_id
     latest, highest = _latest_rows(session, sid, pipelines)
     todo: list[int] = []
     if request.force:
-        generation = highest + 1 if highest >= 0 else 1
+        generation = max(highest, _recorded_generation(session, sid)) + 1
+        if replay_id is not None:
+            generation = _take_generation(session, sid, generation, replay_id)
         result.generations[str(sid)] = generation
         for pid in pipelines:
             _note(result, PlannedRun(str(sid), str(pid), "force", generation))
@@ -333,6 +386,8 @@ def replay(
     clock = now or (lambda: datetime.now(UTC))
     targets = set(request.pipeline_ids)
     result = ReplayResult(dry_run=request.dry_run, force=request.force)
+    replay_id = None if request.dry_run else record_replay(db, request, clock())
+    result.replay_id = str(replay_id) if replay_id else None
     # Signals recorded after the replay started are not its business (they are dispatched as
     # they come): count and batches both stop at this moment, so progress never exceeds total.
     snapshot = datetime.now(UTC)
@@ -363,7 +418,9 @@ def replay(
                 result.signals += 1
                 result.matched += len(pipelines)
                 if pipelines:
-                    todo.extend(_plan_signal(session, signal, pipelines, request, result, moment))
+                    todo.extend(
+                        _plan_signal(session, signal, pipelines, request, result, moment, replay_id)
+                    )
             if request.dry_run:
                 session.rollback()
         if todo and enqueue is not None:
@@ -377,6 +434,22 @@ def replay(
             progress(done, total, result)
     log_event(logger, "replay_finished", logging.INFO, **result.as_dict())
     return result
+
+
+def record_replay(db: Database, request: ReplayRequest, moment: datetime) -> uuid.UUID:
+    """Record a replay about to run (its own transaction, so it stands even if the run fails)."""
+    replay_id = uuid.uuid4()
+    with db.session() as session:
+        session.add(
+            Replay(
+                id=replay_id,
+                requested_by=request.requested_by,
+                created_at=moment,
+                force=request.force,
+                request=request.model_dump(mode="json", exclude={"requested_by", "dry_run"}),
+            )
+        )
+    return replay_id
 
 
 def current_index(db: Database, watchlist: Iterable[str]) -> MatchIndex:

@@ -44,6 +44,7 @@ def _request(
         "pipeline_ids": [str(i) for i in parse_uuids(pipelines, "--pipeline")],
         "force": force,
         "dry_run": dry_run,
+        "requested_by": f"cli:{_os_user()}",
     }
     end = parse_time(until, "--until")
     if start is not None:
@@ -53,6 +54,16 @@ def _request(
     if limit is not None:
         request["limit"] = limit
     return {key: value for key, value in request.items() if value not in ([], None)}
+
+
+def _os_user() -> str:
+    """Who runs the command, for the `replays` record ("unknown" without a login name)."""
+    import getpass
+
+    try:
+        return getpass.getuser()[:100]
+    except (OSError, KeyError):
+        return "unknown"
 
 
 @click.command()
@@ -163,5 +174,7 @@ def replay(
         f" of {outcome.matched} matching deliveries for {outcome.signals} signals: "
         f"{outcome.claimed} new, {outcome.rearmed} re-armed (failed/rate-limited), "
         f"{outcome.reenqueued} re-enqueued, {outcome.forced} forced, {outcome.skipped} skipped "
-        "(already run)" + (f"; generations {summary['generations']}" if force else "")
+        "(already run)"
+        + (f"; generations {summary['generations']}" if force else "")
+        + (f"; recorded as replay {outcome.replay_id}" if outcome.replay_id else "")
     )

@@ -4,6 +4,8 @@
   cross seen by two beats is recorded, and published, once. `published_at IS NULL` is the outbox.
 - `executions`: the claims table. UNIQUE (pipeline_id, idempotency_key) makes one execution per
   (pipeline, signal, generation) or (pipeline, schedule slot), whatever is redelivered.
+- `replays` / `replay_generations`: every replay run, and which one owns each generation above
+  0 of a signal. The bus only ever claims generation 0.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from sqlalchemy import (
     Uuid,
     text,
 )
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column, validates
 
 from signalgen.db.base import Base, UTCDateTime
 
@@ -175,6 +177,36 @@ class Execution(Base):
     )
 
 
+class Replay(Base):
+    """A replay someone asked for (not a dry run): who, when, and the request as given.
+
+    A forced replay's generations are rows of `replay_generations` pointing here: a generation
+    above 0 is claimed only by the replay that recorded it, never on a bus header's word.
+    """
+
+    __tablename__ = "replays"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    #: "cli:<os user>", "api:<user>", or what the `signals.replay` task was sent with.
+    requested_by: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    force: Mapped[bool] = mapped_column(Boolean, default=False)
+    request: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class ReplayGeneration(Base):
+    """Generation `generation` (> 0) of a signal belongs to one forced replay: the primary key
+    gives two concurrent forced replays of one signal two generations, never a shared one."""
+
+    __tablename__ = "replay_generations"
+
+    signal_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    generation: Mapped[int] = mapped_column(Integer, primary_key=True)
+    replay_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("replays.id", ondelete="CASCADE"), index=True
+    )
+
+
 class DeadLetter(Base):
     """A message the bus could not process, kept whole with the reason, for an operator."""
 
@@ -194,6 +226,13 @@ class DeadLetter(Base):
     pipeline_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, nullable=True)
     status: Mapped[str] = mapped_column(String(16), default="dead", index=True)
     requeued_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+    @validates("reason")
+    def _redact_reason(self, key: str, value: str) -> str:
+        # Shown by `signalgen dlq` and /metrics labels: every URL's query values masked.
+        from signalgen.logs import redact
+
+        return redact(value)
 
 
 class User(Base):

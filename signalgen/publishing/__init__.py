@@ -1,5 +1,6 @@
 """Recording and publishing signals: history + outbox rows, then the `trading-signals` exchange."""
 
+from signalgen.publishing.headers import PUBLISHED_AT_HEADER
 from signalgen.publishing.outbox import (
     DEFAULT_SWEEP_AGE,
     PublishOutcome,
@@ -7,7 +8,6 @@ from signalgen.publishing.outbox import (
     publish_recorded,
 )
 from signalgen.publishing.publisher import (
-    PUBLISHED_AT_HEADER,
     KombuPublisher,
     PublishError,
     SignalPublisher,

@@ -17,10 +17,8 @@ from kombu.entity import PERSISTENT_DELIVERY_MODE
 from kombu.messaging import Producer
 
 from signalgen.logs import redact
+from signalgen.publishing.headers import PUBLISHED_AT_HEADER as PUBLISHED_AT_HEADER
 from tasks.topology import DISPATCH_INTAKE_QUEUE, SIGNAL_EXCHANGE
-
-#: Header carrying the publication time (epoch seconds, float) for end-to-end latency.
-PUBLISHED_AT_HEADER = "x-published-at"
 
 #: Bounded: a broker that is down must not hold a worker for long. What fails stays in the outbox.
 DEFAULT_RETRY_POLICY: dict[str, float] = {

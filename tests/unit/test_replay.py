@@ -9,10 +9,19 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from dispatcher.replay import InvalidReplay, ReplayRequest, current_index, parse_request, replay
+from dispatcher.replay import (
+    InvalidReplay,
+    ReplayRequest,
+    ReplayResult,
+    _take_generation,
+    current_index,
+    parse_request,
+    record_replay,
+    replay,
+)
 from schemas.signal import SignalType
 from signalgen.db import Database
-from signalgen.db.models import Execution
+from signalgen.db.models import Execution, Replay, ReplayGeneration
 from tests.support.ops import T0, add_execution, add_pipeline, make_signal, record
 
 
@@ -34,7 +43,7 @@ def rows(db: Database) -> list[tuple[uuid.UUID, uuid.UUID | None, int, str]]:
         ]
 
 
-def run(db: Database, **kwargs: object) -> tuple[object, Sent]:
+def run(db: Database, **kwargs: object) -> tuple[ReplayResult, Sent]:
     sent = Sent()
     request = parse_request({"since": (T0 - timedelta(days=1)).isoformat(), **kwargs})
     result = replay(request, db=db, index=current_index(db, ()), enqueue=sent)
@@ -202,3 +211,65 @@ def test_signals_recorded_during_a_replay_are_not_part_of_it(sqlite_db: Database
 def test_invalid_requests_name_the_field(data: dict[str, object], field: str) -> None:
     with pytest.raises(InvalidReplay, match=field):
         parse_request(data)
+
+
+def replays(db: Database) -> list[tuple[str, str, bool]]:
+    with db.session() as session:
+        return [
+            (str(r.id), r.requested_by, r.force)
+            for r in session.execute(select(Replay).order_by(Replay.created_at)).scalars()
+        ]
+
+
+def generations(db: Database) -> dict[tuple[uuid.UUID, int], uuid.UUID]:
+    with db.session() as session:
+        return {
+            (r.signal_id, r.generation): r.replay_id
+            for r in session.execute(select(ReplayGeneration)).scalars()
+        }
+
+
+def test_every_replay_is_recorded_and_owns_its_forced_generations(sqlite_db: Database) -> None:
+    signals = [make_signal("AAPL", i) for i in range(2)]
+    record(sqlite_db, signals)
+    pipeline = add_pipeline(sqlite_db)
+    for signal in signals:
+        add_execution(sqlite_db, pipeline, signal, status="succeeded")
+
+    gaps, _ = run(sqlite_db, requested_by="cli:ops")
+    forced, sent = run(sqlite_db, force=True, requested_by="api:alice")
+    assert [(r[1], r[2]) for r in replays(sqlite_db)] == [("cli:ops", False), ("api:alice", True)]
+    assert gaps.replay_id == replays(sqlite_db)[0][0]
+    assert forced.as_dict()["replay_id"] == replays(sqlite_db)[1][0]
+    assert generations(sqlite_db) == {
+        (s.signal_id, 1): uuid.UUID(str(forced.replay_id)) for s in signals
+    }
+    assert len(sent.calls) == 2 and {r[2] for r in rows(sqlite_db)} == {0, 1}
+
+
+def test_a_generation_taken_by_another_replay_is_never_shared(sqlite_db: Database) -> None:
+    """Two forced replays of one signal racing: the second gets the next generation, not the
+    first one's (where it would have claimed nothing and silently run nothing)."""
+    signal = make_signal("AAPL", 0)
+    record(sqlite_db, [signal])
+    pipeline = add_pipeline(sqlite_db)
+    add_execution(sqlite_db, pipeline, signal, status="succeeded")
+    other = record_replay(sqlite_db, ReplayRequest(signal_ids=(signal.signal_id,), force=True), T0)
+    with sqlite_db.session() as session:  # the other replay took g1, and has not claimed yet
+        session.add(ReplayGeneration(signal_id=signal.signal_id, generation=1, replay_id=other))
+
+    result, sent = run(sqlite_db, force=True)
+    assert result.as_dict()["generations"] == [2] and len(sent.calls) == 1
+    assert generations(sqlite_db)[(signal.signal_id, 2)] == uuid.UUID(str(result.replay_id))
+    assert sorted(r[2] for r in rows(sqlite_db)) == [0, 2]
+    # Taken between reading the highest and inserting: the next free one is taken instead.
+    with sqlite_db.session() as session:
+        assert _take_generation(session, signal.signal_id, 1, other) == 3
+
+
+def test_a_dry_run_records_no_replay(sqlite_db: Database) -> None:
+    record(sqlite_db, [make_signal("AAPL", 0)])
+    add_pipeline(sqlite_db)
+    result, _ = run(sqlite_db, force=True, dry_run=True)
+    assert result.replay_id is None and replays(sqlite_db) == [] and generations(sqlite_db) == {}
+    assert result.as_dict()["generations"] == [1]
