@@ -10,7 +10,13 @@ from datetime import timedelta
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from dispatcher.store import IndexCache, load_signal_scanners, redis_version_reader
+from dispatcher.store import (
+    IndexCache,
+    load_signal_pipelines,
+    redis_change_reader,
+    redis_version_reader,
+    signal_pipelines_fingerprint,
+)
 from signalgen.db import Database, get_database
 from signalgen.settings import Settings, get_settings
 
@@ -29,9 +35,13 @@ class DispatcherSettings(BaseSettings):
     claimed_grace_seconds: float = Field(
         default=60.0, gt=0, validation_alias="CLAIMED_GRACE_SECONDS"
     )
+    #: How often (at most) a worker reads the pipelines version; a write is matched by every
+    #: worker within this of its commit (patched in, `dispatcher.store.IndexCache`).
     index_check_seconds: float = Field(
         default=1.0, gt=0, validation_alias="PIPELINE_INDEX_CHECK_SECONDS"
     )
+    #: How often a worker verifies its index against the database (one aggregate query):
+    #: the staleness bound for a write whose version bump was lost (Redis down).
     index_max_age_seconds: float = Field(
         default=60.0, gt=0, validation_alias="PIPELINE_INDEX_MAX_AGE_SECONDS"
     )
@@ -64,8 +74,11 @@ def build() -> DispatcherResources:
     tuning = DispatcherSettings()
     db = get_database(settings.database_url)
     index = IndexCache(
-        load=lambda: load_signal_scanners(db),
+        load=lambda: load_signal_pipelines(db),
+        load_some=lambda ids: load_signal_pipelines(db, ids),
         read_version=redis_version_reader(settings.effective_redis_url),
+        read_changes=redis_change_reader(settings.effective_redis_url),
+        fingerprint=lambda: signal_pipelines_fingerprint(db),
         watchlist=lambda: _watchlist(settings),
         check_interval=tuning.index_check_seconds,
         max_age=tuning.index_max_age_seconds,

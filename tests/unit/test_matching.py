@@ -93,3 +93,72 @@ def test_rule_examples() -> None:
 def test_empty_index_matches_nothing() -> None:
     index = MatchIndex.build([])
     assert index.match(make_signal(["AAPL"], SignalType.NEWS, {})) == []
+
+
+# -- incremental patches ------------------------------------------------------------------------
+
+#: One write: (pipeline number, its new scanner, or None for "deleted / disabled").
+writes = st.lists(
+    st.tuples(st.integers(min_value=0, max_value=30), st.one_of(st.none(), scanners)),
+    max_size=25,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.dictionaries(st.integers(min_value=0, max_value=30), scanners, max_size=25),
+    st.lists(writes, min_size=1, max_size=4),
+    st.lists(signals(), min_size=1, max_size=6),
+    st.sampled_from([0, 10_000]),
+)
+def test_patched_index_equals_a_rebuild(
+    initial: dict[int, Scanner],
+    batches: list[list[tuple[int, Scanner | None]]],
+    batch: list[Signal],
+    fold_min: int,
+) -> None:
+    """Random adds, scanner changes and removals applied as patches (in batches, as a worker
+    applies the versions it missed) match exactly what a fresh build of the result matches,
+    whether the overlay is folded into the base at every patch (fold_min 0) or never."""
+    index = MatchIndex.build(initial.items(), watchlist=WATCHLIST, version=0)
+    current = dict(initial)
+    for version, changes in enumerate(batches, start=1):
+        latest = dict(changes)  # a batch reloads each changed pipeline once, as it is now
+        removed = [(n, current[n]) for n in latest if n in current]
+        for n, scanner in latest.items():
+            current.pop(n, None)
+            if scanner is not None:
+                current[n] = scanner
+        added = [(n, s) for n, s in latest.items() if s is not None]
+        index = index.patched(removed, added, version=version, fold_ratio=0.0, fold_min=fold_min)
+    rebuilt = MatchIndex.build(current.items(), watchlist=WATCHLIST, version=len(batches))
+    assert index.size == rebuilt.size == len(current)
+    assert index.version == len(batches)
+    for signal in batch:
+        found = index.match(signal)
+        assert len(found) == len(set(found)), "a pipeline matched twice"
+        assert set(found) == set(rebuilt.match(signal))
+        assert set(found) == {
+            n for n, scanner in current.items() if matches_spec(scanner, signal, WATCHLIST)
+        }
+
+
+def test_a_patch_leaves_the_old_index_as_it_was() -> None:
+    signal = make_signal(["AAPL"], SignalType.GOLDEN_CROSS, {})
+    before = MatchIndex.build([("a", Scanner(tickers=("AAPL",)))], version=1)
+    after = before.patched(
+        [("a", Scanner(tickers=("AAPL",)))], [("b", Scanner(tickers=("AAPL",)))], version=2
+    )
+    assert before.match(signal) == ["a"] and before.size == 1 and before.version == 1
+    assert after.match(signal) == ["b"] and after.size == 1 and after.version == 2
+    emptied = after.patched([("b", Scanner(tickers=("AAPL",)))], [], version=3)
+    assert emptied.match(signal) == [] and emptied.size == 0
+
+
+def test_patched_keeps_buckets_sorted_by_confidence() -> None:
+    high = make_signal(["AAPL"], SignalType.GOLDEN_CROSS, {"AAPL": (Bias.BULLISH, 0.6)})
+    index = MatchIndex.build(
+        [(n, Scanner(tickers=("AAPL",), min_confidence=c)) for n, c in enumerate([0.2, 0.8])]
+    )
+    index = index.patched([], [("mid", Scanner(tickers=("AAPL",), min_confidence=0.5))], version=1)
+    assert index.match(high) == [0, "mid"]
