@@ -32,7 +32,7 @@ from dispatcher.periodic import current_slot, slot_key
 from schemas.pipeline import CeleryExecutor, RecordExecutor, Schedule, WebhookExecutor
 from signalgen.db import Database, insert_ignore
 from signalgen.db.models import DeadLetter, Pipeline, SignalRecord, SignalTicker
-from signalgen.logs import log_event
+from signalgen.logs import log_event, redact, redact_data
 
 logger = logging.getLogger("dispatcher")
 
@@ -93,8 +93,9 @@ def dead_letter(
     )
 
 
-def _record_signal(session: Any, delivery: Delivery, now: datetime) -> None:
-    """Insert the signal if absent (it may come from another publisher than ours)."""
+def _record_signal(session: Any, delivery: Delivery, now: datetime) -> tuple[bool, datetime | None]:
+    """Insert the signal if absent (it may come from another publisher than ours). Returns
+    (inserted, the row's published_at)."""
     signal = delivery.signal
     dialect = session.get_bind().dialect.name
     row = {
@@ -116,17 +117,31 @@ def _record_signal(session: Any, delivery: Delivery, now: datetime) -> None:
             SignalRecord.__table__.c.signal_id
         )
     ).first()
-    if inserted is not None:
-        session.execute(
-            insert_ignore(
-                SignalTicker.__table__,
-                dialect,
-                [
-                    {"ticker": t, "created_at": signal.timestamp, "signal_id": signal.signal_id}
-                    for t in signal.tickers
-                ],
-            )
+    if inserted is None:
+        stored = session.execute(
+            select(SignalRecord.published_at).where(SignalRecord.signal_id == signal.signal_id)
+        ).scalar_one_or_none()
+        return False, stored
+    session.execute(
+        insert_ignore(
+            SignalTicker.__table__,
+            dialect,
+            [
+                {"ticker": t, "created_at": signal.timestamp, "signal_id": signal.signal_id}
+                for t in signal.tickers
+            ],
         )
+    )
+    return True, delivery.published_at or now
+
+
+def _latency_start(delivery: Delivery, inserted: bool, stored: datetime | None) -> float | None:
+    """Where an execution's latency starts: the row's own `published_at` when the signal was
+    recorded before (our outbox's record of its publication), else the publisher's
+    `x-published-at` as far as it is believable (intake clamps it), else unknown."""
+    if not inserted and stored is not None:
+        return stored.timestamp()
+    return delivery.published_at.timestamp() if delivery.published_at else None
 
 
 def _record_outcome(session: Any, signal_id: uuid.UUID, matched: int, moment: datetime) -> None:
@@ -149,9 +164,13 @@ def dispatch(
     enqueue: Enqueue,
     now: Callable[[], datetime] = utcnow,
 ) -> DispatchResult:
-    """Match, claim and enqueue one signal. Invalid input is dead-lettered, not raised."""
+    """Match, claim and enqueue one signal. Invalid input is dead-lettered, not raised.
+
+    A signal from the bus is generation 0 whatever its headers say (dispatcher/intake.py):
+    republished, it finds its claims taken and runs nothing again."""
+    moment = now()
     try:
-        delivery = decode_envelope(envelope)
+        delivery = decode_envelope(envelope, now=moment)
     except InvalidSignal as exc:
         dead_letter(
             db,
@@ -163,25 +182,32 @@ def dispatch(
         )
         return DispatchResult(signal_id=None, dead_letter=exc.reason)
     signal = delivery.signal
+    if delivery.ignored:
+        log_event(
+            logger,
+            "bus_headers_ignored",
+            logging.WARNING,
+            signal_id=str(signal.signal_id),
+            ignored=list(delivery.ignored),
+        )
     matched = index.match(signal)
-    moment = now()
     with db.session() as session:
         if db.dialect == "postgresql":
-            new = claims.record_and_claim_pg(
+            dispatched = claims.record_and_claim_pg(
                 session,
                 signal=signal,
                 payload=delivery.payload,
                 published_at=delivery.published_at or moment,
-                generation=delivery.generation,
                 pipeline_ids=list(matched),
                 now=moment,
             )
+            new, inserted, stored = dispatched.claims, dispatched.inserted, dispatched.published_at
         else:
-            _record_signal(session, delivery, moment)
+            inserted, stored = _record_signal(session, delivery, moment)
             new = claims.claim_signal(
                 session,
                 signal_id=signal.signal_id,
-                generation=delivery.generation,
+                generation=0,
                 pipeline_ids=matched,
                 now=moment,
             )
@@ -192,7 +218,7 @@ def dispatch(
             claims.leftover_signal_claims(
                 session,
                 signal_id=signal.signal_id,
-                generation=delivery.generation,
+                generation=0,
                 exclude=(c.execution_id for c in new),
             )
             if len(new) < len(matched)
@@ -200,7 +226,7 @@ def dispatch(
         )
     todo = [c.execution_id for c in new] + [c.execution_id for c in leftover]
     if todo:
-        published = delivery.published_at.timestamp() if delivery.published_at else None
+        published = _latency_start(delivery, inserted, stored)
         enqueue([(execution_id, published) for execution_id in todo])
         with db.session() as session:
             claims.mark_enqueued(session, todo, now=now())
@@ -236,7 +262,7 @@ def rehearse(db: Database, index: MatchIndex, *, now: Callable[[], datetime] = u
         source="warm-up",
     )
     delivery = decode_envelope(
-        envelope_for_payload(probe.to_json(), published_at=moment.timestamp())
+        envelope_for_payload(probe.to_json(), published_at=moment.timestamp()), now=moment
     )
     index.match(delivery.signal)
     fake = claims.Started(-1, uuid.uuid4(), "warm-up", probe.signal_id, None, 1, moment)
@@ -248,7 +274,6 @@ def rehearse(db: Database, index: MatchIndex, *, now: Callable[[], datetime] = u
                 signal=probe,
                 payload=delivery.payload,
                 published_at=moment,
-                generation=0,
                 pipeline_ids=[],
                 now=moment,
             )
@@ -312,6 +337,9 @@ def run_executor(
     if kind == "record":
         return run_record(context, RecordExecutor.model_validate(config))
     if kind == "webhook":
+        from signalgen.crypto import default_box  # the secret is stored encrypted
+
+        config = default_box().open_config(config)
         return run_webhook(context, WebhookExecutor.model_validate(config), http=http)
     if kind == "celery":
         if send_task is None:
@@ -367,13 +395,17 @@ def execute(
             outcome = Outcome(ok=False, error=f"{type(exc).__name__}: {exc}")
         status = "succeeded" if outcome.ok else "failed"
     finished_at = now()
-    detail = dict(
-        outcome.detail,
-        duration_ms=round((finished_at - started.started_at).total_seconds() * 1000, 2),
+    # Stored, shown by the API and copied into dead letters: every URL's query values masked.
+    detail = redact_data(
+        dict(
+            outcome.detail,
+            duration_ms=round((finished_at - started.started_at).total_seconds() * 1000, 2),
+        )
     )
+    error = redact(outcome.error) if outcome.error is not None else None
     with db.session() as session:
         held = claims.finish(
-            session, started, status=status, now=finished_at, outcome=detail, error=outcome.error
+            session, started, status=status, now=finished_at, outcome=detail, error=error
         )
     log_event(
         logger,
@@ -383,7 +415,7 @@ def execute(
         pipeline_id=str(started.pipeline_id),
         status=status,
         attempt=started.attempt,
-        error=outcome.error,
+        error=error,
         superseded=not held,
     )
     return status if held else "superseded"

@@ -11,9 +11,10 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from schemas.pipeline import Executor, Scanner, Schedule
+from schemas.text import refuse_surrogates
 
 _BODY = ConfigDict(extra="forbid")
 
@@ -41,6 +42,8 @@ class PipelineCreate(BaseModel):
     executor: Executor | None = None
     owner: UserName | None = None
 
+    _text = field_validator("*", mode="before")(refuse_surrogates)
+
 
 class PipelineUpdate(BaseModel):
     """A partial update: fields left out keep their value; a field given replaces it whole
@@ -55,6 +58,8 @@ class PipelineUpdate(BaseModel):
     scanner: Scanner | None = None
     schedule: Schedule | None = None
     executor: Executor | None = None
+
+    _text = field_validator("*", mode="before")(refuse_surrogates)
 
 
 class PipelineOut(BaseModel):
@@ -114,7 +119,9 @@ class SignalOut(BaseModel):
     published_at: datetime | None
     dispatch_status: str = Field(description="pending, dispatched or unmatched")
     dispatched_at: datetime | None
-    matched_count: int | None
+    matched_count: int | None = Field(
+        description="pipelines this signal ran: the caller's own (an admin key: everyone's)"
+    )
 
 
 class SignalPage(Page):
@@ -154,6 +161,8 @@ class ReplayCreate(BaseModel):
     pipeline_ids: list[uuid.UUID] = Field(default_factory=list, max_length=1000)
     force: bool = False
     limit: int | None = Field(default=None, ge=1, le=1_000_000)
+
+    _text = field_validator("*", mode="before")(refuse_surrogates)
 
 
 class ReplayAccepted(BaseModel):

@@ -8,11 +8,21 @@ the field rather than as a signal that silently lacks it.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from schemas.signal import AwareUTC, Bias, Ticker
+from schemas.text import refuse_surrogates
 
 SOURCE_NAME_PATTERN = r"^[a-z0-9][a-z0-9_\-]{0,63}$"
 _PLACEHOLDER_SECRETS = {"changeme", "change-me", "changethis", "secret", "xxx", "token"}
@@ -43,6 +53,38 @@ def _finite(value: float | None) -> float | None:
     return value
 
 
+@dataclass(frozen=True)
+class EventWindow:
+    """The times an event posted to the ingress may claim: from `received_at - max_age` to
+    `received_at + max_lead`. Given as the validation context `{"window": EventWindow(...)}`
+    (the router does; without it, times are not bounded). A year-1 or year-9999 bar time is
+    a value that cannot be right, and each one would sit at the end of every time series."""
+
+    received_at: datetime
+    max_age: timedelta | None
+    max_lead: timedelta | None
+
+    def check(self, value: datetime | None) -> datetime | None:
+        if value is None:
+            return None
+        if self.max_age is not None and value < self.received_at - self.max_age:
+            raise ValueError(
+                f"is more than {self.max_age.days} days before now (the ingress's "
+                "max_event_age_days)"
+            )
+        if self.max_lead is not None and value > self.received_at + self.max_lead:
+            raise ValueError(
+                f"is more than {int(self.max_lead.total_seconds())} s after now (the "
+                "ingress's max_event_lead_seconds)"
+            )
+        return value
+
+
+def _in_window(value: datetime | None, info: ValidationInfo) -> datetime | None:
+    window = (info.context or {}).get("window") if isinstance(info.context, dict) else None
+    return window.check(value) if isinstance(window, EventWindow) else value
+
+
 class TradingViewAlert(BaseModel):
     """The JSON a TradingView alert message posts (fill the placeholders in the alert text):
 
@@ -69,8 +111,10 @@ class TradingViewAlert(BaseModel):
     strategy: str | None = Field(default=None, max_length=200)
     message: str | None = Field(default=None, max_length=1000)
 
+    _text = field_validator("*", mode="before")(refuse_surrogates)
     _ticker_case = field_validator("ticker", mode="before")(_upper_ticker)
     _price_finite = field_validator("price")(_finite)
+    _times = field_validator("time", "timenow")(_in_window)
 
     @field_validator("action")
     @classmethod
@@ -98,6 +142,9 @@ class ExternalSignalIn(BaseModel):
     reasoning: str = Field(default="", max_length=2000)
     event_time: AwareUTC | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
+
+    _text = field_validator("*", mode="before")(refuse_surrogates)
+    _times = field_validator("event_time")(_in_window)
 
     @field_validator("tickers", mode="before")
     @classmethod
@@ -164,7 +211,21 @@ class WebhooksConfig(BaseModel):
     version: str = "1.0"
     description: str = ""
     max_body_bytes: int = Field(default=16_384, ge=256, le=1_048_576)
+    #: Deepest nesting of arrays and objects a body may have (checked on the raw bytes).
+    max_body_depth: int = Field(default=32, ge=2, le=256)
+    #: How far before / after the time of receipt an event's own time (`time`, `timenow`,
+    #: `event_time`) may be; outside: 422 naming the field. null: no bound that side.
+    max_event_age_days: int | None = Field(default=3650, ge=1, le=36_500)
+    max_event_lead_seconds: int | None = Field(default=86_400, ge=0, le=31_536_000)
     sources: dict[str, WebhookSourceConfig] = Field(default_factory=dict)
+
+    def event_window(self, received_at: datetime) -> EventWindow:
+        age, lead = self.max_event_age_days, self.max_event_lead_seconds
+        return EventWindow(
+            received_at,
+            timedelta(days=age) if age is not None else None,
+            timedelta(seconds=lead) if lead is not None else None,
+        )
 
     @field_validator("sources")
     @classmethod

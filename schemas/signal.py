@@ -79,7 +79,10 @@ Ticker = Annotated[
 def _require_aware_utc(value: datetime) -> datetime:
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError("timestamp must be timezone-aware (UTC), not naive")
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00+01:00 is before year 1 in UTC: a 422, not a 500
+        raise ValueError("timestamp is outside years 1..9999 in UTC") from None
 
 
 AwareUTC = Annotated[datetime, AfterValidator(_require_aware_utc)]

@@ -49,6 +49,11 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         return engine
     kwargs.setdefault("pool_size", 5)
     kwargs.setdefault("max_overflow", 10)
+    if parsed.get_backend_name() == "postgresql":
+        # Every session in UTC whatever the server's default: timestamps are read back as UTC,
+        # and the whole range a signal may carry (year 1 to 9999) stays readable (in a zone
+        # east or west of UTC, 0001-01-01 or 9999-12-31 falls outside what the driver decodes).
+        kwargs.setdefault("connect_args", {"options": "-c timezone=UTC"})
     engine = create_engine(url, **kwargs)
     _ping_when_idle(engine)
     return engine

@@ -54,6 +54,7 @@ from signalgen.http.deps import (
     get_redis_url,
     read_engine,
 )
+from signalgen.http.quotas import WriteQuota
 from signalgen.logs import log_event
 
 logger = logging.getLogger("signalgen.http.api")
@@ -229,6 +230,7 @@ def _visible_pipeline(session: Any, principal: Any, pipeline_id: uuid.UUID) -> P
 @router.post(
     f"{v1}/pipelines",
     status_code=201,
+    dependencies=[WriteQuota],
     response_model=PipelineOut,
     tags=["pipelines"],
     responses={**ERRORS, 403: {"description": "owner not yours"}},
@@ -240,6 +242,16 @@ def create_pipeline(
     owner = body.owner or principal.user
     if owner != principal.user and not principal.is_admin:
         raise HTTPException(403, detail="owner: only an admin key may create for another user")
+    if owner != principal.user and not queries.owner_exists(session, owner):
+        raise RequestValidationError(
+            [
+                {
+                    "type": "value_error",
+                    "loc": ("body", "owner"),
+                    "msg": f"no user named {owner!r} (add one with `signalgen users add`)",
+                }
+            ]
+        )
     data = body.model_dump(mode="json", exclude_none=True)
     spec = validated_spec({**data, "owner": owner})
     pipeline_id = store.add_pipeline(get_db(request), spec, redis_url=get_redis_url(request))
@@ -293,6 +305,7 @@ def get_pipeline(
 
 @router.patch(
     f"{v1}/pipelines/{{pipeline_id}}",
+    dependencies=[WriteQuota],
     response_model=PipelineOut,
     tags=["pipelines"],
     responses=OBJECT_ERRORS,
@@ -338,6 +351,7 @@ def _set_enabled(
 
 @router.post(
     f"{v1}/pipelines/{{pipeline_id}}/enable",
+    dependencies=[WriteQuota],
     response_model=PipelineOut,
     tags=["pipelines"],
     responses=OBJECT_ERRORS,
@@ -350,6 +364,7 @@ def enable_pipeline(
 
 @router.post(
     f"{v1}/pipelines/{{pipeline_id}}/disable",
+    dependencies=[WriteQuota],
     response_model=PipelineOut,
     tags=["pipelines"],
     responses=OBJECT_ERRORS,
@@ -361,7 +376,11 @@ def disable_pipeline(
 
 
 @router.delete(
-    f"{v1}/pipelines/{{pipeline_id}}", status_code=204, tags=["pipelines"], responses=OBJECT_ERRORS
+    f"{v1}/pipelines/{{pipeline_id}}",
+    status_code=204,
+    dependencies=[WriteQuota],
+    tags=["pipelines"],
+    responses=OBJECT_ERRORS,
 )
 def delete_pipeline(
     pipeline_id: uuid.UUID, request: Request, principal: PrincipalDep, session: SessionDep
@@ -438,6 +457,7 @@ async def list_signals(
             source=source,
             since=since,
             until=until,
+            owner=None if principal.is_admin else principal.user,
         )
     except queries.InvalidCursor as exc:
         raise _cursor_error(exc) from None
@@ -457,8 +477,9 @@ def _signal_page(engine: Engine, **filters: Any) -> bytes:
     responses=OBJECT_ERRORS,
 )
 def get_signal(signal_id: uuid.UUID, principal: PrincipalDep, session: SessionDep) -> SignalDetail:
-    """One signal, its dispatch outcome, and the executions it caused among your pipelines."""
-    row = queries.get_signal(session, signal_id)
+    """One signal, its dispatch outcome, and the executions it caused among your pipelines
+    (`matched_count` counts your pipelines only; an admin's, every pipeline)."""
+    row = queries.get_signal(session, signal_id, principal)
     if row is None:
         raise NOT_FOUND
     executions = queries.executions_for_signal(session, principal, signal_id)
@@ -473,6 +494,7 @@ def get_signal(signal_id: uuid.UUID, principal: PrincipalDep, session: SessionDe
 @router.post(
     f"{v1}/replays",
     status_code=202,
+    dependencies=[WriteQuota],
     response_model=ReplayAccepted,
     tags=["replays"],
     responses={**OBJECT_ERRORS, 503: {"description": "the broker is unavailable"}},
@@ -503,6 +525,7 @@ def create_replay(
     data["pipeline_ids"] = (
         [str(pid) for pid in pipeline_ids] if (wanted or not principal.is_admin) else []
     )
+    data["requested_by"] = f"api:{principal.user}"  # recorded in `replays`
     try:
         replaying.parse_request(data)
     except replaying.InvalidReplay as exc:

@@ -12,9 +12,12 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from dispatcher.admission import Refused
+from signalgen.crypto import SecretKeyError
+from signalgen.http.safejson import json_safe
 
 #: Modules exposing `router`; each mounted in order.
 ROUTERS: list[str] = [
@@ -49,6 +52,18 @@ def create_app(**state: Any) -> FastAPI:
             {"detail": [{"type": kind, "loc": loc, "msg": exc.reason}]},
             status_code=exc.status_code,
         )
+
+    @app.exception_handler(SecretKeyError)
+    async def secret_keys(request: Request, exc: SecretKeyError) -> JSONResponse:
+        # The operator's SECRETS_KEYS cannot open a stored secret: a server-side configuration
+        # problem, named as such (never a 500 with a traceback); nothing is written.
+        return JSONResponse({"detail": str(exc)}, status_code=503)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's own 422, except that the echoed input always encodes: a lone surrogate or
+        # a NaN in it made the default handler fail with a 500 (see safejson).
+        return JSONResponse({"detail": json_safe(exc.errors())}, status_code=422)
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:

@@ -12,6 +12,11 @@ The caller's dependency (`current_principal`) is async and does no blocking work
 path: a key authenticated in the last `API_KEY_CACHE_SECONDS` (at most 1 s) is not looked up
 again, and the rate limit is one Redis round trip on the event loop. So a sync endpoint costs
 one thread-pool hop, and an async one (the signal list) does its blocking work in one hop.
+
+Failed logins are throttled per client address and per key prefix (`signalgen.http.throttle`,
+`AUTH_FAILURES_PER_ADDRESS`, `AUTH_FAILURES_PER_KEY`, `AUTH_FAILURE_WINDOW_SECONDS`): checked
+in Redis before the database is asked, so a flood of wrong keys costs no query. The webhook
+ingress counts wrong secrets with the same helpers (`login_throttled`, `record_login_failure`).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from signalgen.db import Database
+from signalgen.http import throttle
 from signalgen.http.auth import Principal, key_digest, principal_for_digest
 from signalgen.logs import log_event
 
@@ -48,9 +54,26 @@ return count
 """
 
 
+#: INCR the first ARGV[2] keys, giving each its expiry (ARGV[1]) when it has none, DEL the
+#: others; returns the highest count. One round trip per failed login: its address and key
+#: bucket counted, the key's "authenticated once" mark (see `current_principal`) dropped.
+FAILURE_SCRIPT = """
+local highest = 0
+local counted = tonumber(ARGV[2]) or #KEYS
+for i = 1, counted do
+  local count = redis.call('INCR', KEYS[i])
+  if redis.call('TTL', KEYS[i]) < 0 then redis.call('EXPIRE', KEYS[i], ARGV[1]) end
+  if count > highest then highest = count end
+end
+for i = counted + 1, #KEYS do redis.call('DEL', KEYS[i]) end
+return highest
+"""
+
+
 class ApiSettings(BaseSettings):
     """API limits, from the environment (API_RATE_LIMIT, API_RATE_WINDOW_SECONDS,
-    API_KEY_CACHE_SECONDS)."""
+    API_KEY_CACHE_SECONDS, AUTH_FAILURES_PER_ADDRESS, AUTH_FAILURES_PER_KEY,
+    AUTH_FAILURE_WINDOW_SECONDS)."""
 
     model_config = SettingsConfigDict(
         extra="ignore", frozen=True, validate_by_name=True, validate_by_alias=True
@@ -64,6 +87,18 @@ class ApiSettings(BaseSettings):
     #: key keeps working at most this long in a worker that used it just before. 0 disables.
     key_cache_seconds: float = Field(
         default=1.0, ge=0, le=1, validation_alias="API_KEY_CACHE_SECONDS"
+    )
+    #: Failed logins (wrong API keys, wrong webhook secrets) per client address, and per key
+    #: bucket (an API key's first 10 characters; a webhook source), in a window; past either,
+    #: 429 with Retry-After until the window ends. 0 turns that check off.
+    auth_failures_per_address: int = Field(
+        default=20, ge=0, le=1_000_000, validation_alias="AUTH_FAILURES_PER_ADDRESS"
+    )
+    auth_failures_per_key: int = Field(
+        default=20, ge=0, le=1_000_000, validation_alias="AUTH_FAILURES_PER_KEY"
+    )
+    auth_failure_window_seconds: int = Field(
+        default=60, ge=1, le=86_400, validation_alias="AUTH_FAILURE_WINDOW_SECONDS"
     )
 
 
@@ -121,6 +156,11 @@ def get_redis(request: Request) -> Any:
 def _rate_script(request: Request) -> Any:
     """RATE_SCRIPT on this event loop's Redis client (made on first use, closed by the app's
     shutdown; remade if the app is ever driven from another loop)."""
+    return _loop_redis(request)[2]
+
+
+def _loop_redis(request: Request) -> tuple[Any, Any, Any, Any]:
+    """(loop, async Redis client, RATE_SCRIPT, FAILURE_SCRIPT) of this event loop."""
     import redis.asyncio
 
     loop = asyncio.get_running_loop()
@@ -129,10 +169,20 @@ def _rate_script(request: Request) -> Any:
         client = redis.asyncio.Redis.from_url(
             get_redis_url(request), socket_timeout=1, socket_connect_timeout=1
         )
-        made = (loop, client, client.register_script(RATE_SCRIPT))
+        made = (
+            loop,
+            client,
+            client.register_script(RATE_SCRIPT),
+            client.register_script(FAILURE_SCRIPT),
+        )
         request.app.state.api_rate_script = made
         request.app.state.api_async_redis = client
-    return made[2]
+    return made  # type: ignore[no-any-return]
+
+
+def async_redis(request: Request) -> Any:
+    """This event loop's async Redis client (rate limits, login throttling)."""
+    return _loop_redis(request)[1]
 
 
 def get_api_settings(request: Request) -> ApiSettings:
@@ -208,13 +258,18 @@ def _lookup(engine: Engine, digest: str) -> Principal | None:
         return principal_for_digest(connection, digest)
 
 
+def _key_cache(request: Request) -> KeyCache:
+    ttl = get_api_settings(request).key_cache_seconds
+    return _state(request, "api_key_cache", lambda: KeyCache(ttl))  # type: ignore[no-any-return]
+
+
 async def authenticated(request: Request, key: str) -> Principal | None:
-    """The principal of a live key (see `KeyCache`), or None."""
+    """The principal of a live key (see `KeyCache`), or None. Not throttled: the API's
+    callers authenticate through `current_principal`."""
     digest = key_digest(key)
     if digest is None:
         return None
-    ttl = get_api_settings(request).key_cache_seconds
-    cache: KeyCache = _state(request, "api_key_cache", lambda: KeyCache(ttl))
+    cache = _key_cache(request)
     principal = cache.get(digest)
     if principal is None:
         principal = await run_in_threadpool(_lookup, read_engine(request), digest)
@@ -261,17 +316,146 @@ async def rate_limit(request: Request, response: Response, principal: Principal)
     response.headers.update(headers)
 
 
+Bucket = tuple[str, str, int]  # (kind, bucket, limit): ("address", "203.0.113.9", 20)
+
+
+def login_buckets(request: Request, key_bucket: str) -> list[Bucket]:
+    """What a login attempt is counted under: the client's address and `key_bucket` (an API
+    key's first characters, a webhook source), each with its limit; limits of 0 left out."""
+    settings = get_api_settings(request)
+    host = request.client.host if request.client is not None else None
+    buckets = [
+        ("address", throttle.address_bucket(host), settings.auth_failures_per_address),
+        ("key", key_bucket, settings.auth_failures_per_key),
+    ]
+    return [bucket for bucket in buckets if bucket[2] > 0]
+
+
+def _failure_window(request: Request, scope: str) -> throttle.FailureWindow:
+    window = get_api_settings(request).auth_failure_window_seconds
+    return throttle.FailureWindow(scope, window, time.time())
+
+
+def _throttle_unavailable(exc: Exception) -> None:
+    # Like the rate limit: the throttle protects the service, it must not take logins down
+    # with Redis.
+    log_event(
+        logger,
+        "auth_throttle_unavailable",
+        logging.WARNING,
+        reason=f"{type(exc).__name__}: {exc}"[:300],
+    )
+
+
+async def login_throttled(request: Request, scope: str, buckets: list[Bucket]) -> int | None:
+    """Seconds to wait (the Retry-After) when failed logins under any of `buckets` reached
+    their limit in this window, else None. One Redis round trip, no database."""
+    if not buckets:
+        return None
+    window = _failure_window(request, scope)
+    try:
+        counts = await async_redis(request).mget([window.key(k, b) for k, b, _ in buckets])
+    except Exception as exc:
+        _throttle_unavailable(exc)
+        return None
+    numbers = [int(count) if count is not None else None for count in counts]
+    if throttle.over_limit(numbers, [limit for _, _, limit in buckets]):
+        return window.retry_after
+    return None
+
+
+async def record_login_failure(
+    request: Request, scope: str, buckets: list[Bucket], *, forget: str | None = None
+) -> None:
+    """Count a failed login under `buckets` (one round trip); `forget`: a Redis key to drop
+    with it (the key's mark of a past success). Logs once per bucket and window, when the
+    limit is reached, not per failure."""
+    if not buckets and forget is None:
+        return
+    window = _failure_window(request, scope)
+    keys = [window.key(kind, bucket) for kind, bucket, _ in buckets]
+    try:
+        script = _loop_redis(request)[3]
+        highest = int(
+            await script(
+                keys=[*keys, *([forget] if forget else [])],
+                args=[window.window + 1, len(keys)],
+            )
+        )
+    except Exception as exc:
+        _throttle_unavailable(exc)
+        return
+    if any(highest == limit for _, _, limit in buckets):
+        log_event(
+            logger,
+            "auth_failures_over_limit",
+            logging.WARNING,
+            scope=scope,
+            buckets=[f"{kind}:{bucket}" for kind, bucket, _ in buckets],
+            retry_after=window.retry_after,
+        )
+
+
+def too_many_failures(retry_after: int) -> HTTPException:
+    return HTTPException(
+        429,
+        detail="too many failed logins from this address or for this key; retry later",
+        headers={"Retry-After": str(retry_after)},
+    )
+
+
+async def _known_good(request: Request, digest: str) -> bool:
+    try:
+        return bool(await async_redis(request).exists(throttle.GOOD_KEY_PREFIX + digest))
+    except Exception as exc:
+        _throttle_unavailable(exc)
+        return False
+
+
+async def _mark_good(request: Request, digest: str) -> None:
+    try:
+        await async_redis(request).set(
+            throttle.GOOD_KEY_PREFIX + digest, 1, ex=throttle.GOOD_KEY_SECONDS
+        )
+    except Exception as exc:
+        _throttle_unavailable(exc)
+
+
 async def current_principal(
     request: Request,
     response: Response,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
-    """The caller, from `Authorization: Bearer <key>`; 401 when missing, unknown or revoked."""
+    """The caller, from `Authorization: Bearer <key>`; 401 when missing, unknown or revoked;
+    429 with Retry-After when too many logins failed from its address or with its key's
+    first characters in this window.
+
+    The throttle is checked before the database is asked, so a flood of wrong keys costs one
+    Redis read each. A key that authenticated before (its digest marked in Redis for
+    `GOOD_KEY_SECONDS`, dropped on its first failure, e.g. once revoked) passes a throttle and
+    is looked up: an attacker failing from an address, or with the first characters of a
+    victim's key, cannot lock out the key's owner. A key in the process's cache (authenticated
+    in the last second) asks nothing.
+    """
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise _unauthorized("missing API key: send Authorization: Bearer <key>")
-    principal = await authenticated(request, credentials.credentials)
+    key = credentials.credentials
+    digest = key_digest(key)
+    principal = _key_cache(request).get(digest) if digest is not None else None
     if principal is None:
-        raise _unauthorized("invalid or revoked API key")
+        buckets = login_buckets(request, throttle.key_bucket(key))
+        retry_after = await login_throttled(request, "api", buckets)
+        if retry_after is not None and (digest is None or not await _known_good(request, digest)):
+            raise too_many_failures(retry_after)
+        if digest is not None:
+            principal = await run_in_threadpool(_lookup, read_engine(request), digest)
+        if principal is None:
+            forget = throttle.GOOD_KEY_PREFIX + digest if digest is not None else None
+            await record_login_failure(request, "api", buckets, forget=forget)
+            raise _unauthorized("invalid or revoked API key")
+        assert digest is not None
+        _key_cache(request).put(digest, principal)
+        await _mark_good(request, digest)
     await rate_limit(request, response, principal)
     return principal
 

@@ -33,10 +33,13 @@ from starlette.concurrency import run_in_threadpool
 
 from schemas.external import ExternalSignalIn, TradingViewAlert
 from schemas.signal import Signal
+from signalgen.http.deps import Bucket, login_buckets, login_throttled, record_login_failure
+from signalgen.http.safejson import json_safe
 from signalgen.ingress.webhooks import (
     SIGNATURE_HEADER,
     WebhookIngress,
     external_signal,
+    json_depth,
     load_webhooks_config,
     signature_matches,
     source_secret,
@@ -110,7 +113,7 @@ def _build(state: Any) -> WebhookIngress:
 
 def _error(status: int, detail: Any, **extra: Any) -> JSONResponse:
     headers = extra.pop("headers", None)
-    return JSONResponse({"detail": detail, **extra}, status_code=status, headers=headers)
+    return JSONResponse(json_safe({"detail": detail, **extra}), status_code=status, headers=headers)
 
 
 def _unprocessable(exc: ValidationError) -> JSONResponse:
@@ -137,11 +140,18 @@ async def _read_body(request: Request, limit: int) -> bytes | None:
     return b"".join(chunks)
 
 
-def _json_object(body: bytes) -> dict[str, Any] | JSONResponse:
+def _json_object(body: bytes, max_depth: int = 32) -> dict[str, Any] | JSONResponse:
+    """The body as a JSON object, or the 422 saying why not. Nesting past `max_depth` is
+    refused from the raw bytes, before the parser (or anything after it) recurses into it."""
+    depth = json_depth(body, max_depth)
+    if depth > max_depth:
+        return _error(
+            422, f"body nests arrays/objects deeper than {max_depth} levels", field="body"
+        )
     try:
         data = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
-        # RecursionError: "[[[[..." nested past the decoder's depth, within the size limit.
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError, ValueError):
+        # ValueError: an integer of more than 4300 digits.
         return _error(
             422, "body is not JSON (put the alert's JSON in the alert message)", field="body"
         )
@@ -226,6 +236,36 @@ def _rate_limited(ingress: WebhookIngress, name: str) -> JSONResponse | None:
     )
 
 
+async def _unauthorized(
+    request: Request, source: str, detail: str, throttled: int | None
+) -> JSONResponse:
+    """A failed secret: counted per client address and per source (`deps.login_buckets`);
+    429 with Retry-After once either is over its limit (then not logged each time), else 401.
+
+    Unlike an API key, a throttled sender whose secret is right is still accepted: TradingView
+    posts every customer's alerts from the same few addresses, so a hard block per address
+    would let anyone with a TradingView account silence our sources. The secret costs no
+    database work to check, and is long enough (16+ characters) not to be guessed.
+    """
+    if throttled is not None:
+        return _error(
+            429,
+            "too many failed secrets from this address or for this source; retry later",
+            headers={"Retry-After": str(throttled)},
+        )
+    await record_login_failure(request, "webhook", _buckets(request, source))
+    log_event(logger, "webhook_unauthorized", logging.WARNING, source=source)
+    return _error(401, detail)
+
+
+def _buckets(request: Request, source: str) -> list[Bucket]:
+    return login_buckets(request, f"source.{source}")
+
+
+def _window(ingress: WebhookIngress, received_at: datetime) -> dict[str, Any]:
+    return {"window": ingress.config.event_window(received_at)}
+
+
 @router.post("/tradingview/{source}", summary="Receive a TradingView alert")
 async def tradingview(source: str, request: Request) -> JSONResponse:
     """A TradingView alert (JSON message with `secret`) becomes an external signal."""
@@ -234,19 +274,21 @@ async def tradingview(source: str, request: Request) -> JSONResponse:
     if isinstance(admitted, JSONResponse):
         return admitted
     ingress, secret, body = admitted
-    data = _json_object(body)
+    throttled = await login_throttled(request, "webhook", _buckets(request, source))
+    data = _json_object(body, ingress.config.max_body_depth)
     if isinstance(data, JSONResponse):
+        if throttled is not None:  # unauthenticated either way: say only "slow down"
+            return await _unauthorized(request, source, "", throttled)
         return data
     token = data.get("secret")
     if not isinstance(token, str) or not token_matches(token, secret):
-        log_event(logger, "webhook_unauthorized", logging.WARNING, source=source)
-        return _error(401, "invalid or missing secret")
+        return await _unauthorized(request, source, "invalid or missing secret", throttled)
     limited = await run_in_threadpool(_rate_limited, ingress, source)
     if limited is not None:
         return limited
     config = ingress.config.sources[source]
     try:
-        alert = TradingViewAlert.model_validate(data)
+        alert = TradingViewAlert.model_validate(data, context=_window(ingress, received_at))
         signal = tradingview_signal(alert, source, received_at, config.default_confidence)
     except ValidationError as exc:
         return _unprocessable(exc)
@@ -261,17 +303,18 @@ async def signals(source: str, request: Request) -> JSONResponse:
     if isinstance(admitted, JSONResponse):
         return admitted
     ingress, secret, body = admitted
+    throttled = await login_throttled(request, "webhook", _buckets(request, source))
     if not signature_matches(body, request.headers.get(SIGNATURE_HEADER), secret):
-        log_event(logger, "webhook_unauthorized", logging.WARNING, source=source)
-        return _error(401, f"missing or invalid {SIGNATURE_HEADER} header")
+        detail = f"missing or invalid {SIGNATURE_HEADER} header"
+        return await _unauthorized(request, source, detail, throttled)
     limited = await run_in_threadpool(_rate_limited, ingress, source)
     if limited is not None:
         return limited
-    data = _json_object(body)
+    data = _json_object(body, ingress.config.max_body_depth)
     if isinstance(data, JSONResponse):
         return data
     try:
-        payload = ExternalSignalIn.model_validate(data)
+        payload = ExternalSignalIn.model_validate(data, context=_window(ingress, received_at))
         signal = external_signal(payload, source, received_at)
     except ValidationError as exc:
         return _unprocessable(exc)

@@ -23,6 +23,9 @@ from sqlalchemy import (
     Select,
     String,
     bindparam,
+    case,
+    distinct,
+    func,
     literal,
     select,
     tuple_,
@@ -30,7 +33,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Compiled
 from sqlalchemy.orm import Session
 
-from signalgen.db.models import Execution, Pipeline, SignalRecord, SignalTicker
+from signalgen.db.models import Execution, Pipeline, SignalRecord, SignalTicker, User
 from signalgen.http.auth import Principal
 
 
@@ -47,7 +50,7 @@ def _decode_cursor(cursor: str, size: int) -> list[str]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         parts = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise InvalidCursor("not a cursor this API gave out") from None
     if (
         not isinstance(parts, list)
@@ -65,17 +68,29 @@ def time_id_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         parsed = datetime.fromisoformat(moment), uuid.UUID(ident)
     except ValueError:
         raise InvalidCursor("not a cursor this API gave out") from None
-    if parsed[0].tzinfo is None:
+    if parsed[0].tzinfo is None or parsed[0].utcoffset() is None:
         raise InvalidCursor("not a cursor this API gave out")
-    return parsed
+    try:  # 0001-01-01T00:00+01:00 is before year 1 in UTC: not a time any row can have
+        return parsed[0].astimezone(UTC), parsed[1]
+    except OverflowError:
+        raise InvalidCursor("not a cursor this API gave out") from None
+
+
+#: Ids are PostgreSQL bigints: a cursor past them is not ours (and the database would refuse it).
+BIGINT_MIN, BIGINT_MAX = -(2**63), 2**63 - 1
 
 
 def int_cursor(cursor: str) -> int:
     (value,) = _decode_cursor(cursor, 1)
+    if len(value) > 20:  # a bigint has at most 19 digits and a sign
+        raise InvalidCursor("not a cursor this API gave out")
     try:
-        return int(value)
+        number = int(value)
     except ValueError:
         raise InvalidCursor("not a cursor this API gave out") from None
+    if not BIGINT_MIN <= number <= BIGINT_MAX:
+        raise InvalidCursor("not a cursor this API gave out")
+    return number
 
 
 def _key(*columns: Any) -> Any:
@@ -193,21 +208,50 @@ SIGNAL_COLUMNS: Sequence[Any] = (
 )
 
 
+def _owned_matches() -> Any:
+    """`matched_count` as one user sees it: how many of the pipelines owned by the bind `owner`
+    this signal ran (null while it is not dispatched). The stored count covers every user's
+    pipelines, and other users' numbers are not a user's to see."""
+    owned = (
+        select(func.count(distinct(Execution.pipeline_id)))
+        .join(Pipeline, Pipeline.id == Execution.pipeline_id)
+        .where(
+            Execution.signal_id == SignalRecord.signal_id,
+            Pipeline.owner == bindparam("owner", type_=String()),
+        )
+        .correlate(SignalRecord)
+        .scalar_subquery()
+    )
+    return case((SignalRecord.matched_count.is_(None), None), else_=owned).label("matched_count")
+
+
+def signal_columns(scoped: bool) -> Sequence[Any]:
+    """SIGNAL_COLUMNS; `scoped`: with `matched_count` counting only the bind `owner`'s."""
+    return (*SIGNAL_COLUMNS[:-1], _owned_matches()) if scoped else SIGNAL_COLUMNS
+
+
 def _signal_filters(
-    ticker: bool, signal_type: bool, source: bool, since: bool, until: bool, cursor: bool
+    ticker: bool,
+    signal_type: bool,
+    source: bool,
+    since: bool,
+    until: bool,
+    cursor: bool,
+    scoped: bool = False,
 ) -> Select[Any]:
     """The page query for one combination of filters, with named binds (see list_signals)."""
     statement: Select[Any]
+    columns = signal_columns(scoped)
     if ticker:
         created, ident = SignalTicker.created_at, SignalTicker.signal_id
         statement = (
-            select(*SIGNAL_COLUMNS)
+            select(*columns)
             .join_from(SignalTicker, SignalRecord, SignalRecord.signal_id == SignalTicker.signal_id)
             .where(SignalTicker.ticker == bindparam("ticker", type_=String()))
         )
     else:
         created, ident = SignalRecord.created_at, SignalRecord.signal_id
-        statement = select(*SIGNAL_COLUMNS)
+        statement = select(*columns)
     if signal_type:
         statement = statement.where(SignalRecord.signal_type == bindparam("signal_type"))
     if source:
@@ -251,9 +295,12 @@ def list_signals(
     source: str | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
+    owner: str | None = None,
 ) -> tuple[list[Any], str | None]:
     """Newest first, keyed on (created_at, signal_id). With a ticker, the walk is over the
     `signal_tickers` primary key (ticker, created_at, signal_id): one index range per page.
+    With `owner` (a user who is not an admin), `matched_count` counts that user's pipelines
+    only (`signal_columns`).
 
     The statement is built once per combination of filters. On PostgreSQL (the hot path) its
     SQL, compiled once, runs on the pooled psycopg connection and rows come back as psycopg
@@ -273,6 +320,8 @@ def list_signals(
         params["until"] = until
     if cursor is not None:
         params["cursor_time"], params["cursor_id"] = time_id_cursor(cursor)
+    if owner is not None:
+        params["owner"] = owner
     shape = (
         ticker is not None,
         signal_type is not None,
@@ -280,6 +329,7 @@ def list_signals(
         since is not None,
         until is not None,
         cursor is not None,
+        owner is not None,
     )
     connection = session.connection() if isinstance(session, Session) else session
     rows: list[Any]
@@ -297,10 +347,18 @@ def list_signals(
     )
 
 
-def get_signal(session: Session, signal_id: uuid.UUID) -> Any | None:
+def get_signal(session: Session, signal_id: uuid.UUID, principal: Principal) -> Any | None:
+    """The signal's row (SIGNAL_COLUMNS); `matched_count` as `principal` may see it."""
+    scoped = not principal.is_admin
+    params = {"owner": principal.user} if scoped else {}
     return session.execute(
-        select(*SIGNAL_COLUMNS).where(SignalRecord.signal_id == signal_id)
+        select(*signal_columns(scoped)).where(SignalRecord.signal_id == signal_id), params
     ).first()
+
+
+def owner_exists(session: Session, name: str) -> bool:
+    """Whether a user named `name` exists (a pipeline's owner must be one)."""
+    return session.execute(select(User.id).where(User.name == name)).first() is not None
 
 
 def visible_pipeline_ids(

@@ -14,6 +14,7 @@ import hmac
 import json
 import logging
 import os
+import re
 import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -89,6 +90,30 @@ def signature_matches(body: bytes, header: str | None, secret: bytes) -> bool:
     return hmac.compare_digest(
         digest.strip().lower().encode("ascii", "replace"), expected.encode("ascii")
     )
+
+
+#: JSON strings (their escapes included), which may hold any bracket as text. An unclosed
+#: string runs to the end (so no quote is scanned twice: linear time on any input).
+_JSON_STRING = re.compile(rb'"[^"\\]*+(?:\\.[^"\\]*+)*+(?:"|\\?\Z)', re.DOTALL)
+_BRACKETS = re.compile(rb"[\[\]{}]")
+
+
+def json_depth(body: bytes, limit: int) -> int:
+    """How deep arrays and objects nest in `body`, counted on the raw bytes (strings skipped)
+    without parsing, and stopping at `limit + 1`: a body nested past the limit is refused
+    before any parser recurses into it. Malformed JSON gets some number; the parser then
+    refuses it."""
+    depth = deepest = 0
+    for match in _BRACKETS.finditer(_JSON_STRING.sub(b'""', body)):
+        if match.group() in (b"[", b"{"):
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+                if deepest > limit:
+                    return deepest
+        else:
+            depth = max(depth - 1, 0)
+    return deepest
 
 
 def sign(body: bytes, secret: bytes | str) -> str:

@@ -65,11 +65,36 @@ class HitRate:
         }
 
 
-def score(bias: str, entry: float, later: float) -> tuple[bool, float]:
-    """(hit, directional return) of one call: BULLISH wants a rise, BEARISH a fall."""
+def score(bias: str, entry: float, later: float) -> tuple[bool, float] | None:
+    """(hit, directional return) of one call: BULLISH wants a rise, BEARISH a fall. None when
+    the closes cannot score it (not positive, not finite: a bad bar, not a miss)."""
+    if not (math.isfinite(entry) and math.isfinite(later)) or entry <= 0 or later <= 0:
+        return None
     change = later / entry - 1.0
+    if not math.isfinite(change):
+        return None
     directional = change if bias == "BULLISH" else -change
     return directional > 0, directional
+
+
+def days_before(day: date, days: int) -> date:
+    """`day - days`, stopping at year 1 (a signal of 0001-01-01 is a value the schema admits)."""
+    if day.toordinal() - days < 1:
+        return date.min
+    return day - timedelta(days=days)
+
+
+def finite_json(value: Any) -> Any:
+    """`value` with every non-finite float as None: the page and /dashboard/data are strict
+    JSON, and a NaN or an infinity stored by anyone (a float column admits them) must not
+    turn the dashboard into a 500 for everyone."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: finite_json(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite_json(item) for item in value]
+    return value
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:
@@ -119,7 +144,9 @@ def hit_rates(db: Database, *, horizon: int = 5, since: datetime | None = None) 
     for source, event_time, payload in rows:
         try:
             biases = json.loads(payload).get("bias") or {}
-        except (ValueError, AttributeError):
+        except (ValueError, AttributeError, RecursionError):
+            continue
+        if not isinstance(biases, dict) or event_time is None:
             continue
         for ticker, entry in biases.items():
             if isinstance(entry, dict) and isinstance(entry.get("bias"), str):
@@ -127,7 +154,7 @@ def hit_rates(db: Database, *, horizon: int = 5, since: datetime | None = None) 
     results: dict[str, HitRate] = {}
     if not calls:
         return []
-    start = min(c[1] for c in calls) - timedelta(days=10)
+    start = days_before(min(c[1] for c in calls), 10)
     bars = _bars(db, {c[2] for c in calls}, start)
     for generator, day, ticker, bias in calls:
         item = results.setdefault(generator, HitRate(generator, horizon))
@@ -146,7 +173,11 @@ def hit_rates(db: Database, *, horizon: int = 5, since: datetime | None = None) 
         if at + horizon >= len(days):
             item.pending += 1
             continue
-        hit, directional = score(bias, closes[at], closes[at + horizon])
+        scored = score(bias, closes[at], closes[at + horizon])
+        if scored is None:
+            item.no_bars += 1
+            continue
+        hit, directional = scored
         item.scored += 1
         item.hits += int(hit)
         item.returns.append(directional)
@@ -194,7 +225,7 @@ def executions_by_status(db: Database) -> dict[str, int]:
 
 def latency_percentiles(db: Database) -> dict[str, Any]:
     with db.session() as session:
-        values = [
+        read = [
             float(v or 0.0)
             for v in session.execute(
                 select(Execution.latency_seconds)
@@ -203,6 +234,7 @@ def latency_percentiles(db: Database) -> dict[str, Any]:
                 .limit(MAX_LATENCIES)
             ).scalars()
         ]
+    values = [v for v in read if math.isfinite(v)]  # a float column admits NaN and infinity
     out: dict[str, Any] = {"count": len(values)}
     for q in (50, 90, 95, 99):
         value = percentile(values, q)
@@ -241,16 +273,19 @@ def dashboard_data(
     now = now or datetime.now(UTC)
     since = now - timedelta(days=days)
     cost = cost_by_period(db, config, period="day", since=since)
-    return {
-        "generated_at": now.isoformat(),
-        "days": days,
-        "signals": signals_over_time(db, since=since),
-        "hit_rates": [h.as_dict() for h in hit_rates(db, horizon=horizon)],
-        "executions": executions_by_status(db),
-        "latency": latency_percentiles(db),
-        "dead_letters": dead_letter_summary(db),
-        "currency": config.currency,
-        "cost": [
-            dict(asdict(row), period_start=row.period_start.date().isoformat()) for row in cost
-        ],
-    }
+    data: dict[str, Any] = finite_json(
+        {
+            "generated_at": now.isoformat(),
+            "days": days,
+            "signals": signals_over_time(db, since=since),
+            "hit_rates": [h.as_dict() for h in hit_rates(db, horizon=horizon)],
+            "executions": executions_by_status(db),
+            "latency": latency_percentiles(db),
+            "dead_letters": dead_letter_summary(db),
+            "currency": config.currency,
+            "cost": [
+                dict(asdict(row), period_start=row.period_start.date().isoformat()) for row in cost
+            ],
+        }
+    )
+    return data

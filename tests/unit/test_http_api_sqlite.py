@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import httpx
+import pytest
 
 from signalgen.db import Database
 from signalgen.http.app import create_app
@@ -40,3 +41,36 @@ def test_crud_and_signal_pages_on_sqlite(sqlite_db: Database) -> None:
         ids = [s["signal_id"] for s in first["items"] + second["items"]]
         assert len(ids) == len(set(ids)) == 5 and second["next_cursor"] is None
         assert alice.delete(f"/api/v1/pipelines/{pid}").status_code == 204
+
+
+def test_a_secret_the_keys_cannot_open_is_a_503_naming_secrets_keys(
+    sqlite_db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cryptography.fernet import Fernet
+
+    from signalgen.settings import get_settings
+
+    keys = add_users(sqlite_db, "alice")
+    webhook = {
+        **SIGNAL_PIPELINE,
+        "executor": {"kind": "webhook", "url": "http://127.0.0.1:9/x", "secret": "s" * 20},
+    }
+    app = create_app(database=sqlite_db, redis_url="redis://127.0.0.1:1/0")
+    with (
+        running_server(app) as url,
+        httpx.Client(base_url=url, headers={"Authorization": f"Bearer {keys['alice']}"}) as alice,
+    ):
+        created = alice.post("/api/v1/pipelines", json=webhook)
+        assert created.status_code == 201, created.text
+        pid = created.json()["id"]
+        assert alice.patch(f"/api/v1/pipelines/{pid}", json={"name": "a"}).status_code == 200
+        # The operator replaces the keys without keeping the old one: stored secrets are sealed.
+        monkeypatch.setenv("SECRETS_KEYS", Fernet.generate_key().decode())
+        get_settings.cache_clear()
+        try:
+            answer = alice.patch(f"/api/v1/pipelines/{pid}", json={"name": "b"})
+            assert answer.status_code == 503, answer.text
+            assert "SECRETS_KEYS" in answer.json()["detail"]
+            assert alice.get(f"/api/v1/pipelines/{pid}").json()["name"] == "a"  # nothing written
+        finally:
+            get_settings.cache_clear()

@@ -143,8 +143,8 @@ def test_body_text_never_decodes_binary() -> None:
 
 
 def test_score_and_percentile() -> None:
-    assert score("BULLISH", 100.0, 110.0) == (True, pytest.approx(0.1))
-    assert score("BEARISH", 100.0, 110.0) == (False, pytest.approx(-0.1))
+    assert score("BULLISH", 100.0, 110.0) == (True, pytest.approx(0.1))  # type: ignore[comparison-overlap]
+    assert score("BEARISH", 100.0, 110.0) == (False, pytest.approx(-0.1))  # type: ignore[comparison-overlap]
     assert percentile([], 50) is None
     assert percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.5
     assert percentile([5.0], 99) == 5.0
