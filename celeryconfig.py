@@ -14,7 +14,14 @@ from kombu import Queue
 from signalgen.config import ConfigError
 from signalgen.settings import get_settings
 from tasks.schedules import build_beat_schedule
-from tasks.topology import DISPATCH_QUEUE, PIPELINES_QUEUE, SIGNALS_QUEUE
+from tasks.topology import (
+    DEFAULT_QUEUE,
+    DISPATCH_QUEUE,
+    GENERATE_QUEUE,
+    PIPELINES_QUEUE,
+    SIGNALS_QUEUE,
+    TASK_QUEUES,
+)
 
 _settings = get_settings()
 
@@ -58,20 +65,20 @@ timezone = "UTC"
 
 worker_hijack_root_logger = False
 
-task_default_queue = "celery"
-task_queues = (
-    Queue("celery"),
-    Queue(SIGNALS_QUEUE),
-    Queue(DISPATCH_QUEUE),
-    Queue(PIPELINES_QUEUE),
-)
+# Generation on its own queue, consumed by its own workers: a provider that hangs holds those
+# workers only, never dispatch or executions (see tasks/topology.py for the worker commands).
+task_default_queue = DEFAULT_QUEUE
+task_queues = tuple(Queue(name) for name in TASK_QUEUES)
 task_routes = {
+    "signals.generate": {"queue": GENERATE_QUEUE},
     "signals.dispatch": {"queue": DISPATCH_QUEUE},
     "signals.*": {"queue": SIGNALS_QUEUE},
     "pipelines.*": {"queue": PIPELINES_QUEUE},
 }
 
-# Hot standby: any number of beats, one sends (a Redis lock; see tasks/beatlock.py).
+# Each schedule slot sent once, whatever the number of beats and restarts (a Redis marker per
+# entry and slot; see tasks/beatlock.py). Hot standby: any number of beats, one sends (a lock).
+beat_scheduler = "tasks.beatlock:SlotScheduler"
 if os.environ.get("BEAT_LOCK", "").strip().lower() in ("1", "true", "yes", "on"):
     beat_scheduler = "tasks.beatlock:LockedScheduler"
 

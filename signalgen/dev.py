@@ -1,9 +1,10 @@
 """The embedded default: the whole service in one command, offline when nothing is configured.
 
-`signalgen dev` runs a Celery worker and beat (and, on request, the HTTP API) as child processes.
-With BROKER_URL / DATABASE_URL set it uses them. With none, it serves the Redis protocol itself
-(fakeredis's TCP server, in this process, on a free local port), uses the SQLite default, creates
-the schema and loads the bundled sample bars, so signals flow within seconds without a network.
+`signalgen dev` runs two Celery workers (delivery, and generation on its own queue), beat (and, on
+request, the HTTP API) as child processes. With BROKER_URL / DATABASE_URL set it uses them. With
+none, it serves the Redis protocol itself (fakeredis's TCP server, in this process, on a free local
+port), uses the SQLite default, creates the schema and loads the bundled sample bars, so signals
+flow within seconds without a network.
 SIGINT (Ctrl-C) or SIGTERM stops every child and waits for it: no orphans.
 """
 
@@ -31,6 +32,8 @@ logger = logging.getLogger("signalgen.dev")
 #: The mock generator's interval under `signalgen dev` unless MOCK_GENERATOR_INTERVAL_SECONDS
 #: says otherwise: frequent enough that a fresh checkout shows signals at once.
 DEV_MOCK_INTERVAL_SECONDS = "15"
+#: Loopback webhook receivers allowed under `signalgen dev` (unless WEBHOOK_ALLOW_NETWORKS is set).
+DEV_WEBHOOK_ALLOW_NETWORKS = "127.0.0.1/32,::1/128"
 #: How long a child gets to finish its current task after SIGTERM before it is killed.
 STOP_TIMEOUT_SECONDS = 20.0
 
@@ -134,6 +137,8 @@ class DevService:
             env["BROKER_URL"] = self.embedded.url
             env.setdefault("REDIS_URL", self.embedded.url)
         env.setdefault("MOCK_GENERATOR_INTERVAL_SECONDS", DEV_MOCK_INTERVAL_SECONDS)
+        # Local webhook receivers are the norm on a workstation; production allows none.
+        env.setdefault("WEBHOOK_ALLOW_NETWORKS", DEV_WEBHOOK_ALLOW_NETWORKS)
         if self.options.log_level:
             env["LOG_LEVEL"] = self.options.log_level
         env["PYTHONUNBUFFERED"] = "1"
@@ -179,24 +184,34 @@ class DevService:
             database.dispose()
 
     def plan(self) -> list[Child]:
+        from tasks.topology import DELIVERY_WORKER_QUEUES, GENERATION_WORKER_QUEUES, queues_option
+
         python = sys.executable
         assert self.workdir is not None
+        # Two workers, as in production: generation (which may wait on market data) on its own
+        # pool, so it never delays dispatch and executions. One generation process is plenty
+        # for the dev schedule and keeps the footprint to one more pair of processes.
+        workers = (
+            ("worker", "dev@%h", DELIVERY_WORKER_QUEUES, self.options.concurrency),
+            ("generator", "dev-generate@%h", GENERATION_WORKER_QUEUES, 1),
+        )
         children = [
             Child(
-                "worker",
+                name,
                 [
                     python,
                     "-m",
                     "tasks.worker",
                     "--loglevel=INFO",
-                    f"--concurrency={self.options.concurrency}",
+                    f"--concurrency={concurrency}",
                     "-n",
-                    "dev@%h",
-                    "--queues=celery,signals,dispatch,pipelines",
+                    node,
+                    queues_option(queues),
                     "--without-gossip",
                     "--without-mingle",
                 ],
             )
+            for name, node, queues, concurrency in workers
         ]
         if self.options.beat:
             children.append(
@@ -289,6 +304,7 @@ _SETTINGS_VARIABLES = {
     "GOLDEN_CROSS_CHECK_INTERVAL_SECONDS",
     "LOG_LEVEL",
     "LOG_FORMAT",
+    "WEBHOOK_ALLOW_NETWORKS",
 }
 
 

@@ -29,6 +29,7 @@ from tasks import app
 from tasks.topology import (
     DISPATCH_INTAKE_QUEUE,
     DISPATCH_QUEUE,
+    GENERATE_QUEUE,
     PIPELINES_QUEUE,
     SIGNAL_EXCHANGE,
 )
@@ -54,7 +55,11 @@ class SignalIntake(bootsteps.ConsumerStep):  # type: ignore[misc]
         SIGNAL_EXCHANGE.bind(channel).declare()
         consume_from = app.amqp.queues.consume_from
         if DISPATCH_QUEUE not in consume_from:
-            return []  # a worker not serving `dispatch` (-Q pipelines) takes no intake either
+            # A worker not serving `dispatch` (-Q generate, -Q pipelines) takes no intake either:
+            # a generation worker busy on a hanging provider never holds a raw signal.
+            return []
+        if GENERATE_QUEUE in consume_from:
+            _warn_generation_shares_pool(sorted(consume_from))
         # Raw signals are held unacked until their dispatch ends: as many as the pool takes at
         # once, like Celery's own prefetch, so a busy worker does not sit on others' work.
         prefetch = max(1, int(getattr(self._consumer, "initial_prefetch_count", 0) or 4))
@@ -83,6 +88,24 @@ class SignalIntake(bootsteps.ConsumerStep):  # type: ignore[misc]
             message.requeue()
             return
         self._handler(request)
+
+
+_warned_shared = False
+
+
+def _warn_generation_shares_pool(queues: list[str]) -> None:
+    """Once per worker: `generate` beside `dispatch` (no `-Q`) lets generation delay dispatch."""
+    global _warned_shared
+    if not _warned_shared:
+        _warned_shared = True
+        log_event(
+            logger,
+            "worker_queues_shared",
+            logging.WARNING,
+            queues=queues,
+            advice="run generation on its own worker: `-Q generate` there, "
+            "`-Q celery,signals,dispatch,pipelines` here",
+        )
 
 
 def as_dispatch_request(message: Message) -> Message:

@@ -5,13 +5,19 @@ fire at different moments, and the work they trigger derives different slot iden
 slot is `[k*interval, (k+1)*interval)` since the epoch: a run is due once per slot, as soon as the
 slot has begun, and the slot a task runs in is the one `Tick.for_slot` derives, in every process.
 
-`is_due` is pure given the clock (`nowfun`), which tests inject.
+`is_due` is pure given the clock (`nowfun`), which tests inject. `plan_send` (pure too) says what
+beat sends for an entry in the slot holding `now`: the slot's identity (the key of its
+send-once marker, see tasks/beatlock.py), the moment it was sent as the task's `slot_time` (so
+the worker runs the slot beat meant, whenever the message arrives), and an absolute `expires`
+no later than the slot's end (a tick never runs in a later slot, where beat sends that slot's own
+tick: one slot, one run).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -52,10 +58,13 @@ class AlignedSchedule(BaseSchedule):
     def now(self) -> datetime:
         return _aware(super().now())
 
+    def slot_index(self, moment: datetime) -> int:
+        """Number of the slot holding `moment` since the epoch (the same in every process)."""
+        return math.floor(_aware(moment).timestamp() / self.seconds)
+
     def slot_start(self, moment: datetime) -> datetime:
         """Start of the slot holding `moment`."""
-        stamp = _aware(moment).timestamp()
-        return datetime.fromtimestamp(math.floor(stamp / self.seconds) * self.seconds, UTC)
+        return datetime.fromtimestamp(self.slot_index(moment) * self.seconds, UTC)
 
     def remaining_estimate(self, last_run_at: datetime) -> timedelta:
         """Time until the slot after the one `last_run_at` fell in begins (<= 0: due now)."""
@@ -95,6 +104,69 @@ OUTBOX_SWEEP_SECONDS = 30
 FIRE_PERIODIC_SECONDS = 10
 
 
+#: Tasks told when beat sent them, and the keyword that says it: the worker derives the slot from
+#: it, not from its own clock when the message arrives (which may be in the next slot).
+SLOT_KWARGS: dict[str, str] = {"signals.generate": "slot_time"}
+
+#: How long a send-once marker outlives its slot (clock skew between beats, a slow send).
+MARKER_GRACE_SECONDS = 60
+
+
+@dataclass(frozen=True)
+class SlotSend:
+    """What beat sends for one entry in one slot.
+
+    Attributes:
+        key: the slot's identity, the same in every beat: `<entry>:<interval>s:<slot number>`.
+        slot_start / slot_end: the slot's bounds.
+        kwargs / options: the entry's, plus the slot keyword (`SLOT_KWARGS`) and an absolute
+            `expires` (the entry's relative one from `now`, but never past the slot's end).
+        marker_ttl: seconds the send-once marker must live: to the slot's end, plus a grace.
+    """
+
+    key: str
+    slot_start: datetime
+    slot_end: datetime
+    kwargs: dict[str, Any]
+    options: dict[str, Any]
+    marker_ttl: int
+
+
+def plan_send(
+    name: str,
+    task: str,
+    schedule: AlignedSchedule,
+    now: datetime,
+    *,
+    kwargs: Mapping[str, Any] | None = None,
+    options: Mapping[str, Any] | None = None,
+) -> SlotSend:
+    """The send of entry `name` (task `task`) in the slot holding `now`. Pure."""
+    now = _aware(now)
+    start = schedule.slot_start(now)
+    end = start + schedule.run_every
+    sent_options = dict(options or {})
+    lifetime = sent_options.get("expires")
+    expires = end  # absent: the slot's end
+    if isinstance(lifetime, datetime):
+        expires = min(_aware(lifetime), end)
+    elif isinstance(lifetime, int | float) and not isinstance(lifetime, bool):
+        expires = min(now + timedelta(seconds=float(lifetime)), end)
+    sent_options["expires"] = expires
+    sent_kwargs = dict(kwargs or {})
+    keyword = SLOT_KWARGS.get(task)
+    if keyword is not None:
+        sent_kwargs[keyword] = now.isoformat()
+    return SlotSend(
+        key=f"{name}:{schedule.seconds:g}s:{schedule.slot_index(now)}",
+        slot_start=start,
+        slot_end=end,
+        kwargs=sent_kwargs,
+        options=sent_options,
+        marker_ttl=math.ceil((end - now).total_seconds()) + MARKER_GRACE_SECONDS,
+    )
+
+
 def periodic_entry(
     task: str,
     seconds: float,
@@ -117,11 +189,11 @@ def build_beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
     """Beat's schedule as data: `generate:<name>` per enabled generator, the outbox sweep and
     the periodic-pipeline firing. Raises ConfigError (file and field) on bad configuration."""
     from signalgen.config import enabled_generators
-    from tasks.topology import PIPELINES_QUEUE, SIGNALS_QUEUE
+    from tasks.topology import GENERATE_QUEUE, PIPELINES_QUEUE, SIGNALS_QUEUE
 
     schedule = {
         f"generate:{name}": periodic_entry(
-            "signals.generate", spec.interval_seconds, queue=SIGNALS_QUEUE, args=(name,)
+            "signals.generate", spec.interval_seconds, queue=GENERATE_QUEUE, args=(name,)
         )
         for name, spec in enabled_generators(settings).items()
     }

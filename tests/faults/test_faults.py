@@ -323,8 +323,14 @@ def mock_generator_config() -> dict[str, object]:
 
 
 def test_two_beats_at_once(tmp_path: Path, fresh_db: Database, shared_redis: str) -> None:
+    # Send-once markers off: both beats send every slot, and the claims must absorb it.
     stack = Stack(
-        tmp_path / "stack", fresh_db, shared_redis, shared_redis, generators=mock_generator_config()
+        tmp_path / "stack",
+        fresh_db,
+        shared_redis,
+        shared_redis,
+        generators=mock_generator_config(),
+        extra_env={"BEAT_SEND_ONCE": "0"},
     )
     try:
         stack.load_pipelines(

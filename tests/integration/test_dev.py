@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -43,6 +44,23 @@ def descendants(pid: int) -> set[int]:
         frontier = {child for child, parent in parents.items() if parent in frontier} - found
         found |= frontier
     return found
+
+
+def cmdline(pid: int) -> list[str]:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return []
+
+
+def rss_kb(pid: int) -> int:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0
+    return next(
+        (int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")), 0
+    )
 
 
 def alive(pid: int) -> bool:
@@ -98,14 +116,35 @@ def test_dev_runs_offline_and_stops_cleanly(tmp_path: Path) -> None:
         assert prepared["broker"].startswith("redis://127.0.0.1:")
         assert prepared["database"].startswith("sqlite:///")  # the SQLite default
         children |= descendants(proc.pid)
-        assert len(children) >= 2  # worker (+ its pool) and beat
+        assert len(children) >= 3  # two workers (+ their pools) and beat
+        started_children = {
+            json.loads(line)["child"]
+            for line in log_path.read_text().splitlines()
+            if line.startswith('{"event": "dev_child_started"')
+        }
+        assert started_children == {"worker", "generator", "beat"}
+        # Generation on a worker of its own, delivery on the other: as in production.
+        queues = {  # pool children share their worker's command line
+            argument.split("=", 1)[1]
+            for pid in children
+            for argument in cmdline(pid)
+            if argument.startswith("--queues=")
+        }
+        assert queues == {"celery,signals,dispatch,pipelines", "generate"}, queues
+        print(
+            f"memory of every child process: {sum(rss_kb(pid) for pid in children) / 1024:.0f} MB"
+        )
 
         proc.send_signal(signal.SIGINT)
         assert proc.wait(40) == 0, log_path.read_text()[-3000:]
     finally:
-        if proc.poll() is None:
+        if proc.poll() is None:  # a failed assertion: leave nothing behind
+            children |= descendants(proc.pid)
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(10)
+            for pid in children:  # each child runs in a session of its own
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + 5
     while any(alive(pid) for pid in children) and time.monotonic() < deadline:
         time.sleep(0.2)

@@ -145,7 +145,9 @@ def test_worker_and_beat_publish_json_signals_to_the_exchange(
     pg_db: Database,
     redis_client: object,
 ) -> None:
-    processes.append(start_worker(bus_env, tmp_path / "worker.log", queues="signals,celery"))
+    processes.append(
+        start_worker(bus_env, tmp_path / "worker.log", queues="generate,signals,celery")
+    )
     processes.append(start_beat(bus_env, tmp_path / "beat.log", tmp_path / "beat-schedule"))
     started = time.monotonic()
     messages = subscriber.collect(until=len(TICKERS), timeout=45)
@@ -176,10 +178,14 @@ def test_two_beats_publish_no_duplicate(
     pg_db: Database,
 ) -> None:
     processes.append(
-        start_worker(bus_env, tmp_path / "worker.log", queues="signals,celery", concurrency=2)
+        start_worker(
+            bus_env, tmp_path / "worker.log", queues="generate,signals,celery", concurrency=2
+        )
     )
+    # Send-once markers off: both beats send every slot, and stable ids must absorb it.
+    beat_env = {**bus_env, "BEAT_SEND_ONCE": "0"}
     beats = [
-        start_beat(bus_env, tmp_path / f"beat{i}.log", tmp_path / f"schedule{i}") for i in (1, 2)
+        start_beat(beat_env, tmp_path / f"beat{i}.log", tmp_path / f"schedule{i}") for i in (1, 2)
     ]
     processes.extend(beats)
     messages = subscriber.drain_for(16)  # three 5-second slots or so
@@ -227,7 +233,9 @@ def test_broker_down_at_generate_time_then_sweep_publishes(
 
     # The broker is back: beat's outbox sweep (fired at start) publishes them, once.
     sweep_only = service_env(**{**bus_env, **write_config(tmp_path, mock_enabled=False)})
-    processes.append(start_worker(sweep_only, tmp_path / "worker.log", queues="signals,celery"))
+    processes.append(
+        start_worker(sweep_only, tmp_path / "worker.log", queues="generate,signals,celery")
+    )
     processes.append(start_beat(sweep_only, tmp_path / "beat.log", tmp_path / "beat-schedule"))
     messages = subscriber.collect(until=len(expected), timeout=45)
     assert {Signal.from_json(m.body).signal_id for m in messages} == expected
@@ -272,7 +280,7 @@ def test_solo_worker_with_every_generator_stays_lean(
     args = [
         "--pool=solo",
         "--loglevel=INFO",
-        "--queues=signals,celery",
+        "--queues=generate,signals,celery",
         "-n",
         "solo@%h",
         "--without-gossip",
@@ -293,7 +301,7 @@ def test_solo_worker_with_every_generator_stays_lean(
         env,
         tmp_path / "umbrella.log",
         name="umbrella",
-        queues="signals,celery",
+        queues="generate,signals,celery",
         extra=["--pool=solo"],
     )
     processes.append(umbrella)

@@ -32,7 +32,15 @@ def compose() -> dict[str, Any]:
 
 def test_services_and_volumes(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    assert set(services) >= {"redis", "postgres", "migrate", "worker", "beat", "flower"}
+    assert set(services) >= {
+        "redis",
+        "postgres",
+        "migrate",
+        "worker",
+        "generator",
+        "beat",
+        "flower",
+    }
     for name, service in services.items():
         assert "image" in service or "build" in service, name
         for volume in service.get("volumes", []):
@@ -60,7 +68,7 @@ def test_migrate_is_one_shot_and_gates_the_app(compose: dict[str, Any]) -> None:
     assert migrate["command"] == ["signalgen", "db", "upgrade"]
     assert migrate["restart"] == "no"
     assert migrate["depends_on"] == {"postgres": {"condition": "service_healthy"}}
-    for name in ("worker", "beat"):
+    for name in ("worker", "generator", "beat"):
         assert services[name]["depends_on"] == {
             "redis": {"condition": "service_healthy"},
             "postgres": {"condition": "service_healthy"},
@@ -70,13 +78,77 @@ def test_migrate_is_one_shot_and_gates_the_app(compose: dict[str, Any]) -> None:
         assert services[name]["environment"]["BROKER_URL"] == "redis://redis:6379/0"
 
 
+def queues_of(command: list[str]) -> set[str]:
+    [option] = [a for a in command if a.startswith("--queues=")]
+    return set(option.split("=", 1)[1].split(","))
+
+
+def test_generation_and_delivery_run_on_separate_workers(compose: dict[str, Any]) -> None:
+    """Generation (which may wait on a hanging provider) never shares a pool with dispatch:
+    every task queue is consumed by exactly one of the two services, `generate` by `generator`
+    alone, and the worker that runs the dispatcher's intake is the one that consumes
+    `dispatch`."""
+    from tasks.topology import (
+        DELIVERY_WORKER_QUEUES,
+        DISPATCH_QUEUE,
+        GENERATE_QUEUE,
+        GENERATION_WORKER_QUEUES,
+        TASK_QUEUES,
+    )
+
+    services = compose["services"]
+    delivery = queues_of(services["worker"]["command"])
+    generation = queues_of(services["generator"]["command"])
+    assert delivery == set(DELIVERY_WORKER_QUEUES) and generation == set(GENERATION_WORKER_QUEUES)
+    assert not delivery & generation
+    assert delivery | generation == set(TASK_QUEUES)
+    assert generation == {GENERATE_QUEUE} and DISPATCH_QUEUE in delivery
+    for name in ("worker", "generator"):
+        command = services[name]["command"]
+        assert command[:3] == ["python", "-m", "tasks.worker"], name
+        node = command[command.index("-n") + 1]
+        assert node == f"{name}@%h", name
+        assert f"-d {node.split('@')[0]}@$$HOSTNAME" in services[name]["healthcheck"]["test"][1]
+
+
+def test_generate_is_routed_to_its_own_queue() -> None:
+    from celery import Celery
+
+    import celeryconfig
+
+    app = Celery("routing-test", set_as_current=False)
+    app.config_from_object(celeryconfig)
+    router = app.amqp.router
+    queue_of = {
+        task: router.route({}, task)["queue"].name
+        for task in (
+            "signals.generate",
+            "signals.dispatch",
+            "signals.outbox_sweep",
+            "signals.replay",
+            "signals.repair",
+            "pipelines.execute",
+            "pipelines.fire_periodic",
+        )
+    }
+    assert queue_of == {
+        "signals.generate": "generate",
+        "signals.dispatch": "dispatch",
+        "signals.outbox_sweep": "signals",
+        "signals.replay": "signals",
+        "signals.repair": "signals",
+        "pipelines.execute": "pipelines",
+        "pipelines.fire_periodic": "pipelines",
+    }
+
+
 def test_worker_beat_flower_commands(compose: dict[str, Any]) -> None:
     services = compose["services"]
     worker = services["worker"]["command"]
     assert worker[:3] == ["python", "-m", "tasks.worker"]
     assert importlib.util.find_spec("tasks.worker") is not None
-    queues = next(a for a in worker if a.startswith("--queues=")).split("=", 1)[1].split(",")
-    assert set(queues) == {"celery", "signals", "dispatch", "pipelines"}
+    assert queues_of(worker) == {"celery", "signals", "dispatch", "pipelines"}
+    assert queues_of(services["generator"]["command"]) == {"generate"}
     beat = services["beat"]["command"]
     assert beat[:4] == ["celery", "-A", "tasks", "beat"]
     schedule = next(a for a in beat if a.startswith("--schedule=")).split("=", 1)[1]

@@ -16,7 +16,13 @@ from celery.beat import ScheduleEntry
 from generators.base import Tick
 from signalgen.config import ConfigError
 from signalgen.settings import Settings
-from tasks.schedules import NEVER, AlignedSchedule, build_beat_schedule
+from tasks.schedules import (
+    MARKER_GRACE_SECONDS,
+    NEVER,
+    AlignedSchedule,
+    build_beat_schedule,
+    plan_send,
+)
 
 T0 = datetime(2026, 3, 2, 14, 30, 0, tzinfo=UTC)  # a multiple of 60 s since the epoch
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -87,6 +93,50 @@ def test_pickles_for_beats_schedule_file_and_compares_by_interval() -> None:
     assert AlignedSchedule(60) != AlignedSchedule(30)
 
 
+def test_a_send_names_its_slot_and_expires_within_it() -> None:
+    """Beat's start-up send late in a slot must not run in the next slot, which beat sends too:
+    the task is told when it was sent, and expires at the slot's end at the latest."""
+    schedule = AlignedSchedule(60)
+    late = T0 + timedelta(seconds=50)
+    send = plan_send(
+        "generate:mock",
+        "signals.generate",
+        schedule,
+        late,
+        kwargs={},
+        options={"queue": "generate", "expires": 30.0},
+    )
+    assert send.slot_start == T0 and send.slot_end == T0 + timedelta(seconds=60)
+    assert send.options == {"queue": "generate", "expires": T0 + timedelta(seconds=60)}
+    assert send.kwargs == {"slot_time": late.isoformat()}
+    slot_time = datetime.fromisoformat(send.kwargs["slot_time"])
+    assert Tick.for_slot(slot_time, 60).key == Tick.for_slot(T0, 60).key
+    assert send.marker_ttl == 10 + MARKER_GRACE_SECONDS
+    # Early in the slot the entry's own lifetime applies (it ends before the slot does).
+    early = plan_send(
+        "generate:mock",
+        "signals.generate",
+        schedule,
+        T0 + timedelta(seconds=1),
+        options={"expires": 30.0},
+    )
+    assert early.options["expires"] == T0 + timedelta(seconds=31)
+    assert early.key == send.key == f"generate:mock:60s:{int(T0.timestamp()) // 60}"
+
+
+def test_a_send_key_changes_with_slot_entry_and_interval_only() -> None:
+    def key(name: str, seconds: float, moment: datetime) -> str:
+        return plan_send(name, "signals.outbox_sweep", AlignedSchedule(seconds), moment).key
+
+    assert key("a", 60, T0) == key("a", 60, T0 + timedelta(seconds=59.9))
+    assert key("a", 60, T0) != key("a", 60, T0 + timedelta(seconds=60))
+    assert key("a", 60, T0) != key("b", 60, T0)
+    assert key("a", 60, T0) != key("a", 30, T0)
+    # Only `signals.generate` is told its slot; without a lifetime, the slot's end bounds it.
+    sweep = plan_send("outbox-sweep", "signals.outbox_sweep", AlignedSchedule(30), T0)
+    assert sweep.kwargs == {} and sweep.options == {"expires": T0 + timedelta(seconds=30)}
+
+
 def write_config(tmp_path: Path, generators: dict[str, object]) -> Path:
     path = tmp_path / "generators.json"
     path.write_text(json.dumps({"generators": generators}))
@@ -124,7 +174,7 @@ def test_beat_schedule_from_config(tmp_path: Path) -> None:
     mock = schedule["generate:mock_generator"]
     assert mock["task"] == "signals.generate" and mock["args"] == ["mock_generator"]
     assert mock["schedule"] == AlignedSchedule(60)
-    assert mock["options"] == {"queue": "signals", "expires": 30.0}
+    assert mock["options"] == {"queue": "generate", "expires": 30.0}
     assert schedule["generate:golden_cross_generator"]["options"]["expires"] == 150.0
     assert schedule["outbox-sweep"]["task"] == "signals.outbox_sweep"
     assert schedule["outbox-sweep"]["schedule"] == AlignedSchedule(30)
