@@ -22,7 +22,13 @@ class MarketDataError(Exception):
 
 
 class TransientProviderError(MarketDataError):
-    """Worth retrying after a pause: rate limited, timed out, unreachable, server error."""
+    """Worth retrying after a pause: rate limited, timed out, unreachable, server error.
+
+    `retryable` False: transient, but not worth retrying within this check (the circuit is
+    open, or the check's time budget is spent); the next check tries again.
+    """
+
+    retryable = True
 
     def __init__(
         self, message: str, *, endpoint: str | None = None, retry_after: float | None = None
@@ -33,6 +39,19 @@ class TransientProviderError(MarketDataError):
 
 class RateLimitedError(TransientProviderError):
     """HTTP 429 from the provider, or no slot from our own shared limiter in time."""
+
+
+class CircuitOpenError(TransientProviderError):
+    """The provider failed repeatedly (timeouts, refused connections, 5xx): calls are refused
+    without a request until the breaker's cool-down ends. `retry_after` says when."""
+
+    retryable = False
+
+
+class DeadlineExceededError(TransientProviderError):
+    """The check's time budget (MARKET_DATA_BUDGET_SECONDS) is spent: no further calls now."""
+
+    retryable = False
 
 
 class PermanentProviderError(MarketDataError):

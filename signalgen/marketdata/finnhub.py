@@ -10,6 +10,11 @@ and endpoint afterwards (with its error, if any). Failures become the errors of
   (`signalgen.marketdata.retry.call_with_retry`).
 - malformed JSON or missing fields: `ProviderDataError`, permanent for that answer.
 
+Discipline (docs/marketdata.md): a 429 tells the shared limiter to slow every worker down
+(`RateLimiter.on_rate_limited`, honouring Retry-After); timeouts, refused connections and 5xx
+count towards the shared circuit breaker, which refuses calls without a request while open; each
+call's wait for a slot and its HTTP timeout fit in the `timeout` the caller gives (its budget).
+
 The API key lives only in the finnhub client's session; it is never logged, and errors that
 could carry the request URL are re-raised without it.
 """
@@ -20,6 +25,7 @@ import hashlib
 import logging
 import math
 import threading
+import time as _clock
 from datetime import UTC, date, datetime, time
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -27,7 +33,16 @@ import finnhub
 import requests
 
 from signalgen.logs import log_event, redact
+from signalgen.marketdata.breaker import (
+    CircuitBreaker,
+    MemoryNoDataCache,
+    NoDataBackoff,
+    NoDataCache,
+    RedisNoDataCache,
+)
 from signalgen.marketdata.errors import (
+    CircuitOpenError,
+    DeadlineExceededError,
     EntitlementError,
     MarketDataError,
     PermanentProviderError,
@@ -131,12 +146,31 @@ class BudgetCheck(Protocol):
     def reserve(self, generator: str, endpoint: str | None = None) -> None: ...
 
 
+class _Client(finnhub.Client):  # type: ignore[misc]
+    """finnhub.Client whose request timeout is set per call (per thread): `_request` reads
+    `self.DEFAULT_TIMEOUT` for every request, so a property answers with this call's timeout."""
+
+    def __init__(self, api_key: str, default_timeout: float) -> None:
+        super().__init__(api_key=api_key)
+        self._default_timeout = default_timeout
+        self._local = threading.local()
+
+    @property  # type: ignore[override]
+    def DEFAULT_TIMEOUT(self) -> float:
+        return float(getattr(self._local, "timeout", None) or self._default_timeout)
+
+    def set_call_timeout(self, seconds: float | None) -> None:
+        self._local.timeout = seconds
+
+
 class FinnhubSource:
     """Finnhub as a bar source. Construct with `from_settings` in a worker, or directly in tests.
 
     `limiter` gives every call its slot (shared by all workers); `usage` counts each call;
     `entitlements` remembers a 403 on candles. `timeout` bounds each HTTP request, and
     `limiter_timeout` how long a call waits for a slot before failing as rate limited.
+    `breaker` (shared circuit) refuses calls while the provider is down; `no_data` is the
+    negative cache the refresh path consults for tickers without data.
     """
 
     name = PROVIDER
@@ -152,14 +186,15 @@ class FinnhubSource:
         entitlements: EntitlementMemory | None = None,
         limiter_timeout: float = 30.0,
         budget: BudgetCheck | None = None,
+        breaker: CircuitBreaker | None = None,
+        no_data: NoDataCache | None = None,
     ) -> None:
         if not api_key or not api_key.strip():
             raise ValueError("a Finnhub API key is required (FINNHUB_API_KEY)")
-        self._client = finnhub.Client(api_key=api_key)
+        self._client = _Client(api_key, timeout)
         # finnhub-python builds every URL as f"{self.API_URL}/{path}" and passes
-        # timeout=self.DEFAULT_TIMEOUT; instance attributes point them here without patching.
+        # timeout=self.DEFAULT_TIMEOUT; an instance attribute points it here without patching.
         self._client.API_URL = base_url.rstrip("/")
-        self._client.DEFAULT_TIMEOUT = timeout
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self.limiter = limiter
@@ -167,6 +202,8 @@ class FinnhubSource:
         self.entitlements = entitlements or MemoryEntitlements()
         self.limiter_timeout = limiter_timeout
         self.budget = budget
+        self.breaker = breaker
+        self.no_data: NoDataCache = no_data or MemoryNoDataCache()
 
     def __repr__(self) -> str:
         return f"FinnhubSource(base_url={self.base_url!r})"
@@ -184,13 +221,36 @@ class FinnhubSource:
         if settings.finnhub_api_key is None:
             raise ValueError("FINNHUB_API_KEY is not set")
         api_key = settings.finnhub_api_key.get_secret_value()
+        account = account_id(api_key)
+        kwargs.setdefault(
+            "breaker",
+            CircuitBreaker(
+                redis_client,
+                key=f"signalgen:breaker:finnhub:{account}",
+                failures=settings.provider_breaker_failures,
+                cooldown_seconds=settings.provider_breaker_cooldown_seconds,
+            ),
+        )
+        kwargs.setdefault(
+            "no_data",
+            RedisNoDataCache(
+                redis_client,
+                NoDataBackoff(
+                    settings.provider_no_data_retry_seconds,
+                    max(
+                        settings.provider_no_data_retry_seconds,
+                        settings.provider_no_data_retry_max_seconds,
+                    ),
+                ),
+            ),
+        )
         return cls(
             api_key,
             limiter=RedisRateLimiter.for_finnhub(settings, redis_client),
             base_url=settings.finnhub_base_url,
             timeout=settings.finnhub_timeout_seconds,
             usage=usage,
-            entitlements=RedisEntitlements(redis_client, account_id(api_key)),
+            entitlements=RedisEntitlements(redis_client, account),
             **kwargs,
         )
 
@@ -203,11 +263,20 @@ class FinnhubSource:
         """False while a 403 on candles is remembered: callers skip backfilling then."""
         return not self.entitlements.is_missing(CANDLES)
 
-    def candles(self, ticker: str, start: date, end: date, *, generator: str = "-") -> list[BarRow]:
+    def candles(
+        self,
+        ticker: str,
+        start: date,
+        end: date,
+        *,
+        generator: str = "-",
+        timeout: float | None = None,
+    ) -> list[BarRow]:
         """Daily bars of `ticker` from `start` to `end` (inclusive), oldest first.
 
         "no_data" is an empty list. Raises `EntitlementError` (without a request when a 403 is
-        remembered), `TransientProviderError` or `ProviderDataError`.
+        remembered), `TransientProviderError` or `ProviderDataError`. `timeout` bounds the
+        whole call (the wait for a rate-limit slot and the request).
         """
         if not self.candles_available():
             raise EntitlementError(CANDLES_ENTITLEMENT_MESSAGE, endpoint=CANDLES)
@@ -219,16 +288,21 @@ class FinnhubSource:
             generator,
             lambda: self._client.stock_candles(ticker, "D", start_ts, end_ts),
             parse_candles,
+            timeout,
         )
 
-    def quote(self, ticker: str, *, generator: str = "-") -> QuoteUpdate | None:
-        """Today's bar so far; None when Finnhub does not know the symbol (all zeros, t=0)."""
+    def quote(
+        self, ticker: str, *, generator: str = "-", timeout: float | None = None
+    ) -> QuoteUpdate | None:
+        """Today's bar so far; None when Finnhub does not know the symbol (all zeros, t=0).
+        `timeout` bounds the whole call (the wait for a rate-limit slot and the request)."""
         return self._call(
             QUOTE,
             ticker,
             generator,
             lambda: self._client.quote(ticker),
             lambda payload: parse_quote(ticker, payload),
+            timeout,
         )
 
     def company_news(
@@ -252,27 +326,95 @@ class FinnhubSource:
         generator: str,
         request: Callable[[], Any],
         parse: Callable[[Any], T],
+        timeout: float | None = None,
     ) -> T:
+        started = _clock.monotonic()
+        if timeout is not None and timeout <= 0:
+            raise DeadlineExceededError(
+                f"no time left for Finnhub /{endpoint} in this check", endpoint=endpoint
+            )
+        if self.breaker is not None:  # an open circuit raises before any budget, slot or request
+            try:
+                self.breaker.before_call(PROVIDER)
+            except CircuitOpenError as error:
+                error.endpoint = endpoint
+                raise
         if self.budget is not None:  # an exhausted budget raises before any slot or request
             self.budget.reserve(generator, endpoint)
-        if not self.limiter.acquire(block=True, timeout=self.limiter_timeout):
+        wait = self.limiter_timeout if timeout is None else min(self.limiter_timeout, timeout)
+        if not self.limiter.acquire(block=True, timeout=wait):
             raise RateLimitedError(
-                f"no slot from the shared Finnhub rate limiter within {self.limiter_timeout:g}s",
+                f"no slot from the shared Finnhub rate limiter within {wait:g}s",
                 endpoint=endpoint,
             )
+        http_timeout = self.timeout
+        if timeout is not None:
+            left = timeout - (_clock.monotonic() - started)
+            if left <= 0.01:
+                raise DeadlineExceededError(
+                    f"no time left for Finnhub /{endpoint} after waiting for a rate-limit slot",
+                    endpoint=endpoint,
+                )
+            http_timeout = min(self.timeout, left)
+        self._client.set_call_timeout(http_timeout)
         try:
             try:
                 payload = request()
             except Exception as exc:  # every failure is mapped below, none escapes unmapped
-                raise self._map_error(exc, endpoint) from None
+                raise self._map_error(exc, endpoint, http_timeout) from None
+            finally:
+                self._client.set_call_timeout(None)
+            self._answered(transport_ok=True)
             result = parse(payload)
         except MarketDataError as error:
             error.endpoint = error.endpoint or endpoint
+            self._after_error(error, endpoint)
             self._count(endpoint, generator, error=True)
             self._report(error, endpoint, ticker, generator)
             raise
         self._count(endpoint, generator, error=False)
+        self.limiter.on_success()
         return result
+
+    def _answered(self, *, transport_ok: bool) -> None:
+        """Tell the breaker whether the provider answered at all (any HTTP answer but a 5xx)."""
+        if self.breaker is None:
+            return
+        if transport_ok:
+            if self.breaker.record_success():
+                log_event(logger, "provider_circuit_closed", logging.INFO, provider=PROVIDER)
+            return
+        if self.breaker.record_failure():
+            log_event(
+                logger,
+                "provider_circuit_opened",
+                logging.ERROR,
+                provider=PROVIDER,
+                failures=self.breaker.failures,
+                cooldown_seconds=self.breaker.cooldown_seconds,
+                reason=(
+                    f"{self.breaker.failures} consecutive timeouts, refused connections or 5xx: "
+                    f"no Finnhub calls for {self.breaker.cooldown_seconds:g}s, then one probe"
+                ),
+            )
+
+    def _after_error(self, error: MarketDataError, endpoint: str) -> None:
+        if isinstance(error, RateLimitedError):  # HTTP 429: the provider is there, but full
+            self._answered(transport_ok=True)
+            if self.limiter.on_rate_limited(error.retry_after):
+                log_event(
+                    logger,
+                    "provider_rate_cut",
+                    logging.WARNING,
+                    provider=PROVIDER,
+                    endpoint=endpoint,
+                    retry_after=error.retry_after,
+                    reason="HTTP 429: the shared rate is halved until calls succeed again",
+                )
+        elif isinstance(error, TransientProviderError):  # timeout, unreachable, 5xx
+            self._answered(transport_ok=False)
+        else:  # a 4xx or a malformed answer: the provider is reachable
+            self._answered(transport_ok=True)
 
     def _count(self, endpoint: str, generator: str, *, error: bool) -> None:
         if self.usage is None:
@@ -317,7 +459,9 @@ class FinnhubSource:
             reason=str(error),
         )
 
-    def _map_error(self, exc: Exception, endpoint: str) -> MarketDataError:
+    def _map_error(
+        self, exc: Exception, endpoint: str, timeout: float | None = None
+    ) -> MarketDataError:
         if isinstance(exc, finnhub.FinnhubAPIException):
             status = int(exc.status_code)
             detail = redact(str(getattr(exc, "message", "")))[:200]
@@ -353,7 +497,8 @@ class FinnhubSource:
             )
         if isinstance(exc, requests.Timeout):
             return TransientProviderError(
-                f"Finnhub /{endpoint} timed out after {self.timeout:g}s", endpoint=endpoint
+                f"Finnhub /{endpoint} timed out after {timeout or self.timeout:g}s",
+                endpoint=endpoint,
             )
         if isinstance(exc, requests.RequestException):
             return TransientProviderError(

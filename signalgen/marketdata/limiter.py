@@ -8,6 +8,14 @@ slot. A refusal comes back with how long until a slot frees, and `acquire` sleep
 The provider counts calls when they arrive, not when we granted them; a request delayed between
 grant and arrival (scheduling, network) can land closer to its successor than the window. Each
 window is therefore widened by `guard_seconds` (default 0.1 s) to absorb that jitter.
+
+The limits configured are a ceiling: the provider's real limit may be lower (a free account
+under a paid plan's settings). The limiter adapts, AIMD-style, in a second Redis hash shared by
+every worker: a 429 (`on_rate_limited`) halves the effective rate (at most once per
+`cut_interval`, the shortest window, so one burst of refusals is one cut) and pauses every
+worker for the provider's Retry-After (or the shortest window when it sent none); after a
+hold-off of one longest window, each success (`on_success`) adds 1/rate, i.e. one call per
+window per window of successes, until the configured rate is reached again.
 """
 
 from __future__ import annotations
@@ -25,11 +33,19 @@ if TYPE_CHECKING:
 
 _MICROS = 1_000_000
 
-#: KEYS[1]: the sorted set. ARGV: member, guard (µs), then (limit, window µs) pairs.
+#: KEYS[1]: the sorted set, KEYS[2]: the adaptation hash (rate, pause_until, last_cut).
+#: ARGV: member, guard (µs), then (limit, window µs) pairs; the first limit is the one adapted.
 #: Returns {1, 0} when granted, {0, µs until a slot frees} when refused.
 _ACQUIRE_LUA = """
 local now_parts = redis.call('TIME')
 local now = tonumber(now_parts[1]) * 1000000 + tonumber(now_parts[2])
+local pause = tonumber(redis.call('HGET', KEYS[2], 'pause_until') or '0')
+if pause > now then
+  return {0, pause - now}
+end
+local rate = tonumber(redis.call('HGET', KEYS[2], 'rate') or '0')
+local factor = 1
+if rate > 0 and rate < tonumber(ARGV[3]) then factor = rate / tonumber(ARGV[3]) end
 local guard = tonumber(ARGV[2])
 local longest = 0
 for i = 3, #ARGV, 2 do
@@ -39,7 +55,7 @@ end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - longest)
 local wait = 0
 for i = 3, #ARGV, 2 do
-  local limit = tonumber(ARGV[i])
+  local limit = math.max(1, math.floor(tonumber(ARGV[i]) * factor + 1e-9))
   local window = tonumber(ARGV[i + 1]) + guard
   local oldest_in_window = now - window + 1
   local count = redis.call('ZCOUNT', KEYS[1], oldest_in_window, '+inf')
@@ -58,6 +74,43 @@ redis.call('PEXPIRE', KEYS[1], math.floor(longest / 1000) + 1000)
 return {1, 0}
 """
 
+#: KEYS[1]: the adaptation hash. ARGV: configured rate, floor, cut interval µs, pause µs, ttl ms.
+#: Returns {1 when this call cut the rate, rate * 1000}.
+_PENALIZE_LUA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local rate = tonumber(redis.call('HGET', KEYS[1], 'rate') or ARGV[1])
+local last_cut = tonumber(redis.call('HGET', KEYS[1], 'last_cut') or '0')
+local cut = 0
+if now - last_cut >= tonumber(ARGV[3]) then
+  rate = math.max(tonumber(ARGV[2]), rate / 2)
+  redis.call('HSET', KEYS[1], 'rate', rate, 'last_cut', now)
+  cut = 1
+end
+local pause_until = now + tonumber(ARGV[4])
+local previous = tonumber(redis.call('HGET', KEYS[1], 'pause_until') or '0')
+if pause_until > previous then redis.call('HSET', KEYS[1], 'pause_until', pause_until) end
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[5]))
+return {cut, math.floor(rate * 1000)}
+"""
+
+#: KEYS[1]: the adaptation hash. ARGV: configured rate, hold-off µs. Returns rate * 1000 (0: full).
+_RECOVER_LUA = """
+local rate = tonumber(redis.call('HGET', KEYS[1], 'rate') or '0')
+if rate == 0 then return 0 end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local last_cut = tonumber(redis.call('HGET', KEYS[1], 'last_cut') or '0')
+if now - last_cut < tonumber(ARGV[2]) then return math.floor(rate * 1000) end
+rate = rate + 1 / rate
+if rate >= tonumber(ARGV[1]) then
+  redis.call('HDEL', KEYS[1], 'rate', 'last_cut')
+  return 0
+end
+redis.call('HSET', KEYS[1], 'rate', rate)
+return math.floor(rate * 1000)
+"""
+
 
 @dataclass(frozen=True, slots=True)
 class Limit:
@@ -72,9 +125,17 @@ class Limit:
 
 
 class RateLimiter(Protocol):
-    """What a data source needs: a slot before each call."""
+    """What a data source needs: a slot before each call; what the provider said after it."""
 
     def acquire(self, *, block: bool = True, timeout: float | None = None) -> bool: ...
+
+    def on_rate_limited(self, retry_after: float | None = None) -> bool:
+        """The provider answered 429: slow every worker down. True when the rate was cut."""
+        ...
+
+    def on_success(self) -> None:
+        """A call went through: recover towards the configured rate."""
+        ...
 
 
 class RedisRateLimiter:
@@ -102,7 +163,10 @@ class RedisRateLimiter:
         self.guard_seconds = guard_seconds
         self._sleep = sleep
         self._monotonic = monotonic
+        self.adapt_key = f"{key}:adapt"
         self._script = client.register_script(_ACQUIRE_LUA)
+        self._penalize = client.register_script(_PENALIZE_LUA)
+        self._recover = client.register_script(_RECOVER_LUA)
         self._limit_args: list[int] = []
         for limit in self.limits:
             self._limit_args += [limit.calls, round(limit.period_seconds * _MICROS)]
@@ -110,7 +174,7 @@ class RedisRateLimiter:
     def try_acquire(self) -> float:
         """Take a slot if one is free: 0.0 when taken, else seconds until one frees."""
         granted, wait_micros = self._script(
-            keys=[self.key],
+            keys=[self.key, self.adapt_key],
             args=[uuid.uuid4().hex, round(self.guard_seconds * _MICROS), *self._limit_args],
         )
         return 0.0 if int(granted) == 1 else max(int(wait_micros), 1) / _MICROS
@@ -131,9 +195,44 @@ class RedisRateLimiter:
             # A little jitter so waiting workers do not all retry on the same microsecond.
             self._sleep(wait + random.uniform(0, 0.005))  # noqa: S311 (not cryptographic)
 
+    # -- adaptation (AIMD) -------------------------------------------------------------------
+
+    @property
+    def _shortest(self) -> float:
+        return min(limit.period_seconds for limit in self.limits)
+
+    @property
+    def _longest(self) -> float:
+        return max(limit.period_seconds for limit in self.limits)
+
+    def on_rate_limited(self, retry_after: float | None = None) -> bool:
+        pause = self._shortest if retry_after is None else min(max(retry_after, 0.0), 3600.0)
+        cut, _ = self._penalize(
+            keys=[self.adapt_key],
+            args=[
+                self.limits[0].calls,
+                1,
+                round(self._shortest * _MICROS),
+                round(pause * _MICROS),
+                round(max(3600.0, 10 * self._longest) * 1000),
+            ],
+        )
+        return int(cut) == 1
+
+    def on_success(self) -> None:
+        self._recover(
+            keys=[self.adapt_key],
+            args=[self.limits[0].calls, round(self._longest * _MICROS)],
+        )
+
+    def effective_rate(self) -> float:
+        """Calls per first window currently granted (the configured ones when not cut)."""
+        raw = self.client.hget(self.adapt_key, "rate")
+        return float(raw) if raw is not None else float(self.limits[0].calls)
+
     def reset(self) -> None:
-        """Forget every grant (tests, or an operator after changing plans)."""
-        self.client.delete(self.key)
+        """Forget every grant and adaptation (tests, or an operator after changing plans)."""
+        self.client.delete(self.key, self.adapt_key)
 
     @classmethod
     def for_finnhub(cls, settings: Settings, client: Any, **kwargs: Any) -> RedisRateLimiter:

@@ -39,11 +39,14 @@ def call_with_retry(
     sleep: Callable[[float], None] = time.sleep,
     rng: Callable[[], float] = random.random,
     on_retry: Callable[[int, TransientProviderError, float], None] | None = None,
+    time_left: Callable[[], float] | None = None,
 ) -> T:
     """`fn()`, tried again after `TransientProviderError` up to `policy.attempts` times in all.
 
     A `retry_after` the provider sent is honoured (up to `max_delay`). `on_retry(attempt, error,
-    delay)` is called before each pause. Permanent errors propagate at once.
+    delay)` is called before each pause. Permanent errors, and transient ones that are not
+    `retryable` (an open circuit), propagate at once; so does any error whose pause would not
+    fit in `time_left()` seconds (the caller's time budget).
     """
     policy = policy or RetryPolicy()
     attempt = 1
@@ -51,11 +54,13 @@ def call_with_retry(
         try:
             return fn()
         except TransientProviderError as error:
-            if attempt >= policy.attempts:
+            if attempt >= policy.attempts or not error.retryable:
                 raise
             delay = policy.delay(attempt, rng)
             if error.retry_after is not None:
                 delay = max(delay, min(error.retry_after, policy.max_delay))
+            if time_left is not None and delay >= time_left():
+                raise
             if on_retry is not None:
                 on_retry(attempt, error, delay)
             sleep(delay)

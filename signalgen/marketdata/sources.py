@@ -15,7 +15,8 @@ EXCHANGE_TZ = ZoneInfo("America/New_York")
 
 @dataclass(frozen=True, slots=True)
 class QuoteUpdate:
-    """Today's bar so far, from a quote: `day` is the exchange's trading day of `as_of`."""
+    """Today's bar so far, from a quote: `day` is the New York date of `as_of`; the refresh path
+    re-dates it by the exchange calendar's session of `as_of` before storing it."""
 
     ticker: str
     day: date
@@ -40,10 +41,21 @@ class BarSource(Protocol):
         ...
 
     def candles(
-        self, ticker: str, start: date, end: date, *, generator: str = "-"
+        self,
+        ticker: str,
+        start: date,
+        end: date,
+        *,
+        generator: str = "-",
+        timeout: float | None = None,
     ) -> list[BarRow]: ...
 
-    def quote(self, ticker: str, *, generator: str = "-") -> QuoteUpdate | None: ...
+    def quote(
+        self, ticker: str, *, generator: str = "-", timeout: float | None = None
+    ) -> QuoteUpdate | None:
+        """Today's bar so far; None when the provider has no data for the symbol. `timeout`
+        bounds the whole call (slot wait and request): the caller's remaining budget."""
+        ...
 
 
 def exchange_today(now: datetime | None = None) -> date:

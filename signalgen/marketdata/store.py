@@ -2,6 +2,12 @@
 
 `BarStore(database).load_bars(tickers, n)` is what the generate path calls: the last `n` bars of
 each ticker, in one query, aligned on one ascending date axis (NaN where a ticker has no bar).
+
+A bar's `day` is the exchange's session date (`signalgen.marketdata.calendar`): the refresh path
+dates a quote by the session it belongs to, so no quote writes over another session's bar. The
+`source` label says how final a bar is: `<provider>-quote` is a session in progress (provisional),
+`<provider>-close` a quote taken after that session's close, anything else (candles, CSV) a
+complete daily bar.
 """
 
 from __future__ import annotations
@@ -185,6 +191,15 @@ class BarStore:
             if bar is None:
                 return None
             return BarRow(bar.day, bar.open, bar.high, bar.low, bar.close, bar.volume)
+
+    def get_bar_with_source(self, ticker: str, day: date) -> tuple[BarRow, str] | None:
+        """The bar of `ticker` on `day` and the label of the source that wrote it last."""
+        with self.database.session() as session:
+            bar = session.get(Bar, (ticker, day))
+            if bar is None:
+                return None
+            row = BarRow(bar.day, bar.open, bar.high, bar.low, bar.close, bar.volume)
+            return row, bar.source
 
     def summary(self) -> list[TickerSummary]:
         """Every ticker with its number of bars and first/last day, by ticker."""

@@ -4,6 +4,7 @@ with the limiter and entitlement memory in real Redis and bars and usage in real
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from typing import Any
@@ -13,11 +14,14 @@ import pytest
 
 from signalgen.db import Database
 from signalgen.logs import JsonFormatter
+from signalgen.marketdata.breaker import CircuitBreaker
 from signalgen.marketdata.csv_import import read_bars_csv
 from signalgen.marketdata.errors import (
+    CircuitOpenError,
     EntitlementError,
     ProviderAuthError,
     ProviderDataError,
+    RateLimitedError,
     TransientProviderError,
 )
 from signalgen.marketdata.finnhub import (
@@ -38,8 +42,8 @@ pytestmark = pytest.mark.integration
 
 API_KEY = "sk-test-4f1e9c0b7a"
 AAPL = read_bars_csv(DATA_DIR / "market" / "aapl_2004_2018.csv").rows  # ends 2018-01-19
-#: A Monday after the last bar; the quote's trade time is that day at 15:00 in New York.
-NOW = datetime(2018, 1, 22, 21, 0, tzinfo=UTC)
+#: A Monday after the last bar, 15:30 in New York (market hours); the quote is of 15:00.
+NOW = datetime(2018, 1, 22, 20, 30, tzinfo=UTC)
 QUOTE_BODY = {
     "c": 178.5,
     "h": 179.25,
@@ -71,6 +75,7 @@ def make_source(
     *,
     token: str = API_KEY,
     timeout: float = 2.0,
+    breaker: CircuitBreaker | None = None,
 ) -> FinnhubSource:
     limiter = RedisRateLimiter(
         redis_client, [Limit(30, 1.0), Limit(600, 60.0)], key="test:finnhub:limiter"
@@ -82,6 +87,7 @@ def make_source(
         timeout=timeout,
         usage=DatabaseUsage(database),
         entitlements=RedisEntitlements(redis_client, "test-account"),
+        breaker=breaker,
     )
 
 
@@ -353,3 +359,41 @@ def test_source_from_settings_wires_redis_limiter_and_usage(
     assert [(x.calls, x.period_seconds) for x in limiter.limits] == [(60, 60.0), (2, 1.0)]
     assert redis_client.zcard(limiter.key) == 1  # the grant is in the shared Redis
     assert API_KEY not in limiter.key
+
+
+def test_429_with_retry_after_cuts_the_shared_rate_and_pauses_every_worker(
+    server: FakeFinnhub, redis_client: Any, pg_db: Database
+) -> None:
+    source = make_source(server, redis_client, pg_db)
+    other = make_source(server, redis_client, pg_db)  # another worker on the same account
+    server.retry_after = "1"
+    server.set_mode("/quote", "429", "ok")
+
+    with pytest.raises(RateLimitedError) as caught:
+        source.quote("AAPL")
+
+    assert caught.value.retry_after == 1.0
+    limiter = other.limiter
+    assert isinstance(limiter, RedisRateLimiter)
+    assert limiter.effective_rate() == 15.0  # 30 per second, halved
+    started = time.monotonic()
+    assert other.quote("AAPL") is not None  # waits out the shared Retry-After first
+    assert time.monotonic() - started >= 0.8
+    [first, second] = server.timestamps("/quote")
+    assert second - first >= 0.9
+
+
+def test_server_errors_open_the_shared_circuit_and_no_request_is_sent_while_open(
+    server: FakeFinnhub, redis_client: Any, pg_db: Database
+) -> None:
+    breaker = CircuitBreaker(redis_client, key="test:breaker", failures=2, cooldown_seconds=30)
+    source = make_source(server, redis_client, pg_db, breaker=breaker)
+    server.set_mode("/quote", "500")
+    for _ in range(2):
+        with pytest.raises(TransientProviderError, match="HTTP 500"):
+            source.quote("AAPL")
+    other = make_source(server, redis_client, pg_db, breaker=breaker)
+    with pytest.raises(CircuitOpenError, match="circuit open"):
+        other.quote("AAPL")
+    assert server.count("/quote") == 2
+    assert usage(pg_db)[QUOTE] == (2, 2)  # a refused call is no call

@@ -9,7 +9,15 @@ Endpoints under /api/v1: /stock/candle, /quote, /company-news. Each path has a m
 - "429": {"error": "API limit reached. Please try again later. Remaining Limit: 0"}
 - "malformed": HTTP 200, Content-Type application/json, a body that is not JSON
 - "missing_fields": HTTP 200 JSON missing documented fields
-- "slow": sleeps `slow_seconds` (past the client's timeout), then answers as "ok"
+- "slow": sleeps `slow_seconds` (past the client's timeout), then answers as "ok"; with a large
+  `slow_seconds` it is a provider that hangs (stop() wakes every held request)
+- "500": a server error
+
+`retry_after` (e.g. "2") is sent as the Retry-After header of every 429. `real_limit = (calls,
+seconds)` makes the server enforce an account limit of its own, as Finnhub does, whatever the
+client was configured with: a request beyond `calls` answered ones in the last `seconds` gets 429
+with Retry-After (whole seconds until a slot frees). `statuses(path)` lists the status of each
+answer sent, so tests count 429s at the server.
 
 `set_mode(path, "429", "429", "ok")` plays modes in order, one per request, the last sticking.
 A request without the expected `token` query parameter gets 401 like Finnhub. Every request is
@@ -19,6 +27,7 @@ recorded (path, query, arrival time) for assertions.
 from __future__ import annotations
 
 import json
+import math
 import re
 import threading
 import time
@@ -32,7 +41,7 @@ from urllib.parse import parse_qs, urlsplit
 
 PREFIX = "/api/v1"
 PATHS = ("/stock/candle", "/quote", "/company-news")
-MODES = ("ok", "no_data", "403", "429", "malformed", "missing_fields", "slow")
+MODES = ("ok", "no_data", "403", "429", "malformed", "missing_fields", "slow", "500")
 
 
 @dataclass(frozen=True)
@@ -62,6 +71,10 @@ class FakeFinnhub:
         self.quotes: dict[str, dict[str, float]] = {}
         self.news: dict[str, list[dict[str, Any]]] = {}
         self.requests: list[RecordedRequest] = []
+        self.retry_after: str | None = None
+        self.real_limit: tuple[int, float] | None = None
+        self._answered: list[tuple[str, int, float]] = []  # (path, status, time) of each answer
+        self._granted: list[float] = []  # arrival times of requests within real_limit
         self._modes: dict[str, list[str]] = {path: ["ok"] for path in PATHS}
         self._lock = threading.Lock()
         self._release = threading.Event()
@@ -91,6 +104,29 @@ class FakeFinnhub:
     def timestamps(self, path: str | None = None) -> list[float]:
         with self._lock:
             return sorted(r.at for r in self.requests if path is None or r.path == path)
+
+    def statuses(self, path: str | None = None, *, since: float = 0.0) -> list[int]:
+        """Statuses of the answers sent (in order), to requests that arrived at or after `since`."""
+        with self._lock:
+            return [
+                st for p, st, at in self._answered if (path is None or p == path) and at >= since
+            ]
+
+    def _record_answer(self, path: str, status: int, arrived: float) -> None:
+        with self._lock:
+            self._answered.append((path, status, arrived))
+
+    def _over_real_limit(self, arrived: float) -> float | None:
+        """Seconds until a slot frees when `real_limit` is exceeded, else None (and counted)."""
+        if self.real_limit is None:
+            return None
+        calls, seconds = self.real_limit
+        with self._lock:
+            self._granted = [t for t in self._granted if t > arrived - seconds]
+            if len(self._granted) >= calls:
+                return self._granted[len(self._granted) - calls] + seconds - arrived
+            self._granted.append(arrived)
+            return None
 
     @property
     def base_url(self) -> str:
@@ -125,8 +161,13 @@ class FakeFinnhub:
 
     # -- answers -------------------------------------------------------------------------
 
-    def answer(self, path: str, query: dict[str, str]) -> tuple[int, str, bytes]:
+    def answer(
+        self, path: str, query: dict[str, str], arrived: float | None = None
+    ) -> tuple[Any, ...]:
         """(status, content type, body) for one request, per the path's current mode."""
+        wait = self._over_real_limit(time.time() if arrived is None else arrived)
+        if wait is not None:
+            return _limited({"Retry-After": str(max(1, math.ceil(wait)))})
         mode = self._next_mode(path)
         if mode == "slow":
             self._release.wait(self.slow_seconds)
@@ -134,9 +175,9 @@ class FakeFinnhub:
         if mode == "403":
             return _json(403, {"error": "You don't have access to this resource."})
         if mode == "429":
-            return _json(
-                429, {"error": "API limit reached. Please try again later. Remaining Limit: 0"}
-            )
+            return _limited({"Retry-After": self.retry_after} if self.retry_after else {})
+        if mode == "500":
+            return _json(500, {"error": "Internal server error"})
         if mode == "malformed":
             return 200, "application/json; charset=utf-8", b'{"c": [1.0, 2.0], "s": "ok'
         symbol = query.get("symbol", "")
@@ -197,6 +238,11 @@ def _epoch(day: date) -> int:
     return int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp())
 
 
+def _limited(headers: dict[str, str]) -> tuple[Any, ...]:
+    body = {"error": "API limit reached. Please try again later. Remaining Limit: 0"}
+    return (*_json(429, body), headers)
+
+
 def _json(status: int, body: Any) -> tuple[int, str, bytes]:
     return status, "application/json; charset=utf-8", json.dumps(body).encode()
 
@@ -222,13 +268,20 @@ class _Handler(BaseHTTPRequestHandler):
             self.fake.requests.append(RecordedRequest(path, query, arrived))
         if query.get("token") != self.fake.token:
             self._send(*_json(401, {"error": "Invalid API key"}))
+            self.fake._record_answer(path, 401, arrived)
             return
-        self._send(*self.fake.answer(path, query))
+        answer = self.fake.answer(path, query, arrived)
+        self.fake._record_answer(path, answer[0], arrived)
+        self._send(*answer)
 
-    def _send(self, status: int, content_type: str, body: bytes) -> None:
+    def _send(
+        self, status: int, content_type: str, body: bytes, headers: dict[str, str] | None = None
+    ) -> None:
         try:
             self.send_response(status)
             self.send_header("Content-Type", content_type)
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import threading
+import time
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -71,3 +73,115 @@ def test_invalid_limits_are_refused() -> None:
         Limit(0, 1.0)
     with pytest.raises(ValueError):
         RedisRateLimiter(object(), [])
+
+
+# -- adaptation to the provider's real limit (AIMD) ------------------------------------------------
+
+
+def test_a_429_halves_the_shared_rate_once_per_burst_and_pauses_every_caller() -> None:
+    limiter = memory_rate_limiter([Limit(20, 0.5)], guard_seconds=0)
+    other = RedisRateLimiter(limiter.client, limiter.limits, key=limiter.key, guard_seconds=0)
+    assert limiter.on_rate_limited(retry_after=0.3)
+    assert not other.on_rate_limited(retry_after=0.3)  # the same burst: no second cut
+    assert limiter.effective_rate() == other.effective_rate() == 10.0
+    wait = other.try_acquire()  # the pause is shared: another worker waits too
+    assert 0.2 < wait <= 0.3
+    assert other.acquire(timeout=2.0)
+    # After the pause, only 10 of the configured 20 per window are granted.
+    granted = 1 + sum(other.acquire(block=False) for _ in range(30))
+    assert granted == 10
+
+
+def test_without_retry_after_the_pause_is_the_shortest_window() -> None:
+    limiter = memory_rate_limiter([Limit(60, 60.0), Limit(5, 0.4)], guard_seconds=0)
+    limiter.on_rate_limited(None)
+    assert 0.3 < limiter.try_acquire() <= 0.4
+
+
+def test_successes_recover_the_rate_additively_after_one_window() -> None:
+    limiter = memory_rate_limiter([Limit(4, 0.2)], guard_seconds=0)
+    limiter.on_rate_limited(retry_after=0)
+    assert limiter.effective_rate() == 2.0
+    limiter.on_success()  # within the hold-off (one window after the cut): no change
+    assert limiter.effective_rate() == 2.0
+    limiter._sleep(0.25)
+    limiter.on_success()
+    assert limiter.effective_rate() == 2.5  # + 1/rate
+    for _ in range(5):
+        limiter.on_success()
+    assert limiter.effective_rate() == 4.0  # back at the configured rate: the state is gone
+    assert limiter.client.hget(limiter.adapt_key, "rate") is None
+
+
+def test_the_rate_never_falls_below_one_call_per_window() -> None:
+    limiter = memory_rate_limiter([Limit(2, 0.01)], guard_seconds=0)
+    for _ in range(5):
+        limiter.on_rate_limited(retry_after=0)
+        limiter._sleep(0.02)
+    assert limiter.effective_rate() == 1.0
+    assert limiter.acquire(block=False)
+
+
+# -- circuit breaker -------------------------------------------------------------------------------
+
+
+def test_the_breaker_opens_after_consecutive_failures_and_lets_one_probe_through() -> None:
+    from signalgen.marketdata.breaker import memory_breaker
+    from signalgen.marketdata.errors import CircuitOpenError
+
+    breaker = memory_breaker(failures=3, cooldown_seconds=0.3)
+    assert breaker.before_call() is False
+    assert not breaker.record_failure() and not breaker.record_failure()
+    breaker.record_success()  # a success in between: not consecutive any more
+    assert not breaker.record_failure() and not breaker.record_failure()
+    assert breaker.record_failure()  # the third in a row opens it
+    with pytest.raises(CircuitOpenError, match="circuit open after 3 consecutive") as caught:
+        breaker.before_call()
+    assert caught.value.retry_after is not None and 0 < caught.value.retry_after <= 0.3
+    assert not caught.value.retryable
+    time.sleep(0.35)
+    assert breaker.before_call() is True  # half-open: this caller probes ...
+    with pytest.raises(CircuitOpenError):
+        breaker.before_call()  # ... and no one else meanwhile
+    assert breaker.record_failure()  # the probe failed: open for another cool-down
+    with pytest.raises(CircuitOpenError):
+        breaker.before_call()
+    time.sleep(0.35)
+    assert breaker.before_call() is True
+    assert breaker.record_success()  # the probe succeeded: closed
+    assert breaker.before_call() is False and not breaker.is_open()
+
+
+# -- negative cache --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_no_data_back_off_doubles_up_to_its_maximum(shared: bool) -> None:
+    import fakeredis
+
+    from signalgen.marketdata.breaker import (
+        MemoryNoDataCache,
+        NoDataBackoff,
+        NoDataCache,
+        RedisNoDataCache,
+    )
+
+    backoff = NoDataBackoff(retry_seconds=3600, max_seconds=4 * 3600)
+    cache: NoDataCache = (
+        RedisNoDataCache(fakeredis.FakeRedis(), backoff) if shared else MemoryNoDataCache(backoff)
+    )
+    now = datetime(2024, 3, 8, 15, 0, tzinfo=UTC)
+    assert cache.blocked("finnhub", "quote", "NOPE", now) is None
+    pauses = []
+    for _ in range(4):
+        entry = cache.record("finnhub", "quote", "NOPE", "all zeros", now)
+        pauses.append((entry.until - now) / timedelta(hours=1))
+    assert pauses == [1, 2, 4, 4] and entry.strikes == 4
+    blocked = cache.blocked("finnhub", "quote", "NOPE", now + timedelta(hours=3))
+    assert blocked is not None and blocked.reason == "all zeros"
+    assert cache.blocked("finnhub", "quote", "NOPE", now + timedelta(hours=4)) is None
+    assert cache.blocked("finnhub", "candles", "NOPE", now) is None  # per endpoint
+    assert cache.clear("finnhub", "quote", "NOPE")
+    assert cache.record("finnhub", "quote", "NOPE", "again", now).strikes == 1
+    with pytest.raises(ValueError, match="no-data back-off"):
+        NoDataBackoff(retry_seconds=10, max_seconds=5)
