@@ -23,7 +23,15 @@ from tasks.topology import (
     TASK_QUEUES,
 )
 
-_settings = get_settings()
+try:
+    _settings = get_settings()
+except ValueError as _error:  # pydantic's ValidationError: a malformed variable, named
+    from signalgen.startup import failure_line
+
+    _line = failure_line(_error)
+    if _line is None:
+        raise
+    raise SystemExit(_line) from None
 
 broker_url = _settings.broker_url
 broker_connection_retry_on_startup = True
@@ -40,6 +48,7 @@ include = [
     "tasks.ops",
     "tasks.repair",
     "tasks.refused",
+    "tasks.backfill",
 ]
 
 task_serializer = "json"
@@ -71,6 +80,7 @@ task_default_queue = DEFAULT_QUEUE
 task_queues = tuple(Queue(name) for name in TASK_QUEUES)
 task_routes = {
     "signals.generate": {"queue": GENERATE_QUEUE},
+    "marketdata.backfill": {"queue": GENERATE_QUEUE},  # waits on a provider, like generation
     "signals.dispatch": {"queue": DISPATCH_QUEUE},
     "signals.*": {"queue": SIGNALS_QUEUE},
     "pipelines.*": {"queue": PIPELINES_QUEUE},

@@ -16,9 +16,11 @@ from celery.utils.time import get_exponential_backoff_interval
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from generators.base import Tick
+from signalgen.ops.health import record_run
 from signalgen.publishing import publish_pending
 from signalgen.runtime import get_resources, run_generator
 from tasks import app
+from tasks.backfill import request_backfills
 
 #: Worth retrying: the database or the network was briefly away.
 TRANSIENT_ERRORS = (OperationalError, InterfaceError, ConnectionError, TimeoutError)
@@ -31,12 +33,16 @@ def generate(self: Task, name: str, slot_time: str | None = None) -> dict[str, A
     spec = resources.spec(name)  # ConfigError: not retried
     now = datetime.fromisoformat(slot_time) if slot_time else datetime.now(UTC)
     try:
-        return run_generator(spec, Tick.for_slot(now, spec.interval_seconds), resources).as_dict()
+        result = run_generator(spec, Tick.for_slot(now, spec.interval_seconds), resources).as_dict()
     except TRANSIENT_ERRORS as exc:
         countdown = get_exponential_backoff_interval(2, self.request.retries, 120, full_jitter=True)
         raise self.retry(
             exc=exc, countdown=countdown, kwargs={"name": name, "slot_time": now.isoformat()}
         ) from exc
+    # A ticker short of history: one background backfill per ticker (tasks/backfill.py).
+    result["backfilling"] = request_backfills(resources, name, result)
+    record_run(resources.settings.effective_redis_url, result)  # dashboard health; never raises
+    return result
 
 
 @app.task(name="signals.outbox_sweep")
