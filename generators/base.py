@@ -186,6 +186,12 @@ class BaseSignalGenerator(ABC, Generic[ConfigT]):
     def compute(self, data: Any, tick: Tick) -> list[Signal]:
         """Pure: the signals `data` shows at `tick`. Must not mutate `data` or do I/O."""
 
+    def supersedes(self, stored: Signal, fresh: Signal) -> bool:
+        """Whether `fresh` (same id as the recorded `stored`) replaces the stored row's payload,
+        without a new publish or dispatch. Default: never (a signal is recorded once); the
+        confluence generator updates its composite as later sources join."""
+        return False
+
     def ticker_signal(
         self,
         ticker: str,
@@ -231,15 +237,32 @@ class BaseSignalGenerator(ABC, Generic[ConfigT]):
             **fields,
         )
 
-    def log_too_few_bars(self, bars: Bars, needed: int) -> None:
-        """No signal at all: `bars` is shorter than the `needed` history."""
+    def log_too_few_bars(self, bars: Bars, needed: int, purpose: str = "this check") -> None:
+        """No signal at all: `bars` is shorter than the `needed` history. `reason` says, per
+        ticker, how many bars it has, its last bar's date and what `needed` is for."""
         self.log_insufficient(
             logging.WARNING,
             bars=bars.n_bars,
             needed=needed,
+            last_bar=bars.day(bars.n_bars - 1).isoformat() if bars.n_bars else None,
+            reason="; ".join(history_shortfalls(bars, needed, purpose)) or f"no tickers: {purpose}",
             tickers=list(bars.tickers[:20]),
             n_tickers=len(bars.tickers),
         )
+
+    def log_short_history(self, bars: Bars, needed: int, purpose: str) -> None:
+        """The tickers that lack `needed` consecutive bars ending on the frame's last day (too
+        few bars, none on that day, or a gap): one event naming each, with what it has."""
+        short = short_rows(bars, needed)
+        if short.size:
+            self.log_insufficient(
+                logging.INFO,
+                needed=needed,
+                last_bar=bars.day(bars.n_bars - 1).isoformat() if bars.n_bars else None,
+                reason="; ".join(history_shortfalls(bars, needed, purpose)[:20]),
+                tickers=[bars.tickers[i] for i in short[:20]],
+                n_tickers=int(short.size),
+            )
 
     def log_undefined_on_last_bar(self, bars: Bars, undefined: Any, reason: str) -> None:
         """Tickers (rows where `undefined` is true) whose indicator the last bar lacks."""
@@ -248,6 +271,48 @@ class BaseSignalGenerator(ABC, Generic[ConfigT]):
             self.log_insufficient(
                 logging.INFO, reason=reason, tickers=short_of[:20], n_tickers=len(short_of)
             )
+
+
+def short_rows(bars: Bars, needed: int) -> npt.NDArray[np.intp]:
+    """Rows of the tickers without a close on each of the frame's last `needed` days."""
+    if bars.n_bars < needed:
+        return np.arange(len(bars.tickers))
+    return np.flatnonzero(~np.isfinite(bars.close[:, bars.n_bars - needed :]).all(axis=1))
+
+
+def history_shortfalls(bars: Bars, needed: int, purpose: str) -> list[str]:
+    """Why each ticker short of `needed` consecutive daily bars ending on the frame's last day is
+    short, exactly: "AAPL: 4 daily bars (last 2025-11-28), 201 needed for <purpose>", "INTC: no
+    bar on 2025-11-28 (last 2004-04-08), ...", or "NVDA: 3 of the last 201 days without a bar
+    (first 2025-03-04), ...". Pure."""
+    reasons = []
+    last_day = bars.day(bars.n_bars - 1).isoformat() if bars.n_bars else None
+    for row in short_rows(bars, needed).tolist():
+        ticker = bars.tickers[row]
+        present = np.isfinite(bars.close[row])
+        have = int(present.sum())
+        if not have:
+            reasons.append(f"{ticker}: no daily bars, {needed} needed for {purpose}")
+            continue
+        last = bars.day(int(np.flatnonzero(present)[-1])).isoformat()
+        if have < needed:
+            reasons.append(
+                f"{ticker}: {have} daily bar{'s' if have != 1 else ''} (last {last}), "
+                f"{needed} needed for {purpose}"
+            )
+        elif not present[-1]:
+            reasons.append(
+                f"{ticker}: no bar on {last_day} (last {last}), {needed} bars up to it needed "
+                f"for {purpose}"
+            )
+        else:
+            window = present[bars.n_bars - needed :]
+            gap = bars.day(bars.n_bars - needed + int(np.flatnonzero(~window)[0])).isoformat()
+            reasons.append(
+                f"{ticker}: {int((~window).sum())} of the last {needed} days without a bar "
+                f"(first {gap}), {needed} in a row needed for {purpose}"
+            )
+    return reasons
 
 
 def utc_today(now: datetime | None = None) -> date:

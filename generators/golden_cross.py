@@ -86,14 +86,15 @@ class GoldenCrossSignalGenerator(BaseSignalGenerator[GoldenCrossConfig]):
         """
         bars = data
         config = self.config
-        if bars.n_bars < config.sma_long + 1:
-            self.log_too_few_bars(bars, config.sma_long + 1)
+        # A cross on the last bar compares the long SMA on it and on the bar before.
+        needed = config.sma_long + 1
+        purpose = f"the {config.sma_long}-day SMA on the last two bars"
+        if bars.n_bars < needed:
+            self.log_too_few_bars(bars, needed, purpose)
             return []
         offset = max(0, bars.n_bars - self.lookback())
         result = self.scan(bars)
-        self.log_undefined_on_last_bar(
-            bars, ~np.isfinite(result.slow[:, -1]), f"no {config.sma_long}-day SMA on the last bar"
-        )
+        self.log_short_history(bars, needed, purpose)
         # Column-major order: signals come out by cross date, then in ticker order.
         columns, rows = np.nonzero(result.crossed.T)
         signals = []

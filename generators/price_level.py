@@ -32,7 +32,13 @@ import numpy.typing as npt
 from numpy.lib.stride_tricks import sliding_window_view
 from pydantic import Field, field_validator, model_validator
 
-from generators.base import Bars, BaseSignalGenerator, GeneratorConfig, Tick
+from generators.base import (
+    Bars,
+    BaseSignalGenerator,
+    GeneratorConfig,
+    Tick,
+    history_shortfalls,
+)
 from schemas.signal import (
     Bias,
     Signal,
@@ -191,9 +197,15 @@ class PriceLevelGenerator(BaseSignalGenerator[PriceLevelConfig]):
         """
         bars = data
         config = self.config
+        # A break on the last bar compares it and the bar before with the channel of the n bars
+        # before each of them.
         channel_needs = (config.channel_window or 0) + 2
+        channel_purpose = f"the {config.channel_window}-bar high/low channel on the last two bars"
         if bars.n_bars < 2 or (not config.levels and bars.n_bars < channel_needs):
-            self.log_too_few_bars(bars, 2 if config.levels else channel_needs)
+            if config.levels:
+                self.log_too_few_bars(bars, 2, "a close through a configured level")
+            else:
+                self.log_too_few_bars(bars, channel_needs, channel_purpose)
             return []
         if config.channel_window is not None and bars.n_bars < channel_needs:
             # Configured levels still break; the channel needs more history first.
@@ -201,9 +213,12 @@ class PriceLevelGenerator(BaseSignalGenerator[PriceLevelConfig]):
                 logging.INFO,
                 bars=bars.n_bars,
                 needed=channel_needs,
-                reason=f"no {config.channel_window}-bar channel yet; configured levels only",
+                reason=f"no {config.channel_window}-bar channel yet; configured levels only: "
+                + "; ".join(history_shortfalls(bars, channel_needs, channel_purpose)[:20]),
                 n_tickers=len(bars.tickers),
             )
+        elif config.channel_window is not None:
+            self.log_short_history(bars, channel_needs, channel_purpose)
         return [self._signal(bars, tick, found) for found in self.scan(bars)]
 
     def _signal(self, bars: Bars, tick: Tick, found: LevelBreak) -> Signal:

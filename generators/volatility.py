@@ -142,17 +142,15 @@ class VolatilityBreakoutGenerator(BaseSignalGenerator[VolatilityBreakoutConfig])
         Pure. Too little history gives no signal and an `insufficient_data` log event.
         """
         bars = data
+        # The last bar's true range and the n true ranges before it (each needs a previous close).
         needed = self.config.atr_window + 2
+        purpose = f"the {self.config.atr_window}-bar ATR before the last bar"
         if bars.n_bars < needed:
-            self.log_too_few_bars(bars, needed)
+            self.log_too_few_bars(bars, needed, purpose)
             return []
         offset = max(0, bars.n_bars - self.lookback())
         result = self.scan(bars)
-        self.log_undefined_on_last_bar(
-            bars,
-            ~np.isfinite(result.atr[:, -1]),
-            f"no {self.config.atr_window}-bar ATR before the last bar",
-        )
+        self.log_short_history(bars, needed, purpose)
         columns, rows = np.nonzero(result.breakout.T)
         return [
             self._signal(bars, tick, row, offset + result.first_bar + column, result, column)

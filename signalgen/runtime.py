@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
+from sqlalchemy.orm import Session
 
-from generators.base import Tick
+from generators.base import BaseSignalGenerator, Tick
 from schemas.signal import Signal
 from signalgen.config import ConfigError, GeneratorSpec, enabled_generators
 from signalgen.db import Database, get_database
@@ -49,6 +50,8 @@ class Resources:
     market_source: Any | None = None
     #: Per-process counters: generator_failed, signals_rejected, ... (also logged as events).
     counters: Counter[str] = field(default_factory=Counter)
+    #: Generator name → why its last live-data refresh failed (cleared by the next run).
+    refresh_errors: dict[str, str] = field(default_factory=dict)
     _bar_store: Any | None = field(default=None, init=False, repr=False)
 
     def spec(self, name: str) -> GeneratorSpec:
@@ -158,6 +161,10 @@ class RunResult:
     pending: int = 0
     failed: str | None = None
     seconds: float = 0.0
+    #: Bars the run had (fewest of its tickers) and bars it needs: generator health.
+    bars: int | None = None
+    needed: int | None = None
+    provider_error: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {key: getattr(self, key) for key in self.__dataclass_fields__}
@@ -178,11 +185,21 @@ def load_inputs(spec: GeneratorSpec, resources: Resources) -> Any:
         needed = generator.lookback()
         if resources.market_source is not None:
             from signalgen.marketdata import refresh_bars
+            from signalgen.marketdata.calendar import market_calendar
 
             try:
-                refresh_bars(store, resources.market_source, generator.tickers, needed, spec.name)
+                refresh_bars(
+                    store,
+                    resources.market_source,
+                    generator.tickers,
+                    needed,
+                    spec.name,
+                    calendar=market_calendar(resources.settings.market_calendar),
+                    budget_seconds=resources.settings.market_data_budget_seconds,
+                )
             except Exception as exc:
                 resources.counters["bars_refresh_failed"] += 1
+                resources.refresh_errors[spec.name] = f"{type(exc).__name__}: {exc}"[:300]
                 log_event(
                     logger,
                     "bars_refresh_failed",
@@ -204,6 +221,17 @@ def load_inputs(spec: GeneratorSpec, resources: Resources) -> Any:
         f"{resources.settings.generators_config_path}: generators.{spec.name}: inputs "
         f"{generator.inputs!r} are not served by the live runner"
     )
+
+
+def _history(spec: GeneratorSpec, data: Any) -> tuple[int | None, int | None]:
+    """(bars held by the ticker with the fewest, bars needed) of a bars run; else (None, None)."""
+    if spec.generator.inputs != "bars" or data is None or not hasattr(data, "close"):
+        return None, None
+    import numpy as np
+
+    close = np.asarray(data.close, dtype=float)
+    have = int(np.isfinite(close).sum(axis=1).min()) if close.size else 0
+    return have, int(spec.generator.lookback())
 
 
 def safe_compute(spec: GeneratorSpec, data: Any, tick: Tick) -> list[Any]:
@@ -243,6 +271,29 @@ def validate_output(spec: GeneratorSpec, output: list[Any]) -> tuple[list[Signal
     return valid, reasons
 
 
+def _updates_recorded(generator: BaseSignalGenerator[Any]) -> bool:
+    return type(generator).supersedes is not BaseSignalGenerator.supersedes
+
+
+def _refresh_recorded(
+    session: Session, spec: GeneratorSpec, tick: Tick, seen: list[Signal]
+) -> None:
+    """Signals recorded before that this run found grown (a confluence composite a later
+    source joined): the stored row takes the new version; nothing is published again."""
+    from signalgen.publishing.recorder import refresh_recorded
+
+    for signal in refresh_recorded(session, seen, spec.generator.supersedes):
+        log_event(
+            logger,
+            "signal_updated",
+            logging.INFO,
+            generator=spec.name,
+            tick=tick.key,
+            signal_id=str(signal.signal_id),
+            tickers=list(signal.tickers),
+        )
+
+
 def run_generator(spec: GeneratorSpec, tick: Tick, resources: Resources) -> RunResult:
     """One check of one generator at `tick`: compute, record what is new, publish it.
 
@@ -250,7 +301,10 @@ def run_generator(spec: GeneratorSpec, tick: Tick, resources: Resources) -> RunR
     A generator that raises, or returns garbage, is logged with its reason and counted.
     """
     started = time.monotonic()
+    resources.refresh_errors.pop(spec.name, None)
     data = load_inputs(spec, resources)
+    have, needed = _history(spec, data)
+    provider_error = resources.refresh_errors.get(spec.name)
     try:
         output = safe_compute(spec, data, tick)
     except GeneratorFailed as exc:
@@ -265,9 +319,19 @@ def run_generator(spec: GeneratorSpec, tick: Tick, resources: Resources) -> RunR
             failures=resources.counters["generator_failed"],
         )
         return RunResult(
-            spec.name, tick.key, failed=str(exc), seconds=round(time.monotonic() - started, 4)
+            spec.name,
+            tick.key,
+            failed=str(exc),
+            seconds=round(time.monotonic() - started, 4),
+            bars=have,
+            needed=needed,
+            provider_error=provider_error,
         )
     signals, reasons = validate_output(spec, output)
+    if signals and spec.generator.inputs == "bars":  # flagged when computed from sample bars
+        from signalgen.marketdata.sample import mark_sample_signals
+
+        signals = mark_sample_signals(resources.bar_store, signals, data)
     for reason in reasons:
         resources.counters["signals_rejected"] += 1
         log_event(
@@ -280,6 +344,10 @@ def run_generator(spec: GeneratorSpec, tick: Tick, resources: Resources) -> RunR
         )
     with resources.database.session() as session:
         new = record_signals(session, signals)
+        if len(new) < len(signals) and _updates_recorded(spec.generator):
+            recorded = {s.signal_id for s in new}
+            seen = [s for s in signals if s.signal_id not in recorded]
+            _refresh_recorded(session, spec, tick, seen)
     outcome = publish_recorded(resources.database, resources.publisher, new)
     result = RunResult(
         spec.name,
@@ -290,6 +358,9 @@ def run_generator(spec: GeneratorSpec, tick: Tick, resources: Resources) -> RunR
         published=outcome.published,
         pending=outcome.failed,
         seconds=round(time.monotonic() - started, 4),
+        bars=have,
+        needed=needed,
+        provider_error=provider_error,
     )
     log_event(logger, "generator_ran", logging.INFO, **result.as_dict())
     return result

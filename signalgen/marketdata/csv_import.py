@@ -233,13 +233,18 @@ def import_csv(
     )
 
 
-def load_sample_bars(store: BarStore, directory: Path = SAMPLE_DATA_DIR) -> dict[str, int]:
-    """Import the bundled sample bars (`<TICKER>.csv` files); returns rows per ticker.
+def load_sample_bars(
+    store: BarStore, directory: Path = SAMPLE_DATA_DIR, *, last: int = 450
+) -> dict[str, int]:
+    """Import the last `last` bars of each bundled sample file (`<TICKER>.csv`), on their real
+    dates; returns rows per ticker. Idempotent (upserts).
 
-    Used by the embedded default so generators have data offline. Idempotent (upserts).
+    A fixed, dated history for tests and demos. `signalgen dev` loads the same files re-dated to
+    end today instead (`signalgen.marketdata.sample.load_aligned_sample_bars`).
     """
     loaded: dict[str, int] = {}
     for path in sorted(directory.glob("*.csv")):
         ticker = path.stem.upper()
-        loaded[ticker] = import_csv(store, path, ticker, source="sample").rows
+        rows = read_bars_csv(path).rows[-last:]
+        loaded[ticker] = store.upsert_bars(ticker, rows, source="sample")
     return loaded

@@ -71,6 +71,7 @@ def _emitted(
     source: str,
     routing_key: str,
     via: str,
+    sample_data: bool = False,
 ) -> None:
     log_event(
         logger,
@@ -82,6 +83,8 @@ def _emitted(
         source=source,
         routing_key=routing_key,
         via=via,
+        # Computed from bundled sample history, not the market (signalgen.marketdata.sample).
+        **({"sample_data": True} if sample_data else {}),
     )
 
 
@@ -122,6 +125,7 @@ def publish_recorded(
             source=signal.source,
             routing_key=signal.routing_key,
             via="generate",
+            sample_data=signal.metadata.get("sample_data") is True,
         )
     return PublishOutcome(published, 0)
 

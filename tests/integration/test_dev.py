@@ -9,11 +9,25 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Collection
+from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
 
+from signalgen.marketdata.sample import latest_session, market_today
+
 pytestmark = pytest.mark.integration
+
+
+def shows_every_generator(signal_types: Collection[str]) -> bool:
+    """A cross of either kind (the sample windows hold both), a volatility breakout and a
+    price-level break."""
+    kinds = set(signal_types)
+    return {"volatility_breakout", "price_level"} <= kinds and bool(
+        {"golden_cross", "death_cross"} & kinds
+    )
+
 
 CONFIG_VARIABLES = (
     "BROKER_URL",
@@ -74,6 +88,9 @@ def alive(pid: int) -> bool:
 def test_dev_runs_offline_and_stops_cleanly(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k not in CONFIG_VARIABLES}
     env["PYTHONUNBUFFERED"] = "1"
+    # A fresh checkout's database: the default file lives in the checkout and is shared by every
+    # run of the day, where the sample crosses are already recorded (the same event, not new).
+    env["DATABASE_URL"] = f"sqlite:///{tmp_path / 'signalgen.db'}"
     log_path = tmp_path / "dev.log"
     with log_path.open("wb") as log:
         # Run from an empty directory: no .env, nothing configured, as in a fresh checkout.
@@ -88,17 +105,37 @@ def test_dev_runs_offline_and_stops_cleanly(tmp_path: Path) -> None:
     children: set[int] = set()
     try:
         started = time.monotonic()
-        emitted: dict[str, object] | None = None
-        while time.monotonic() - started < 60 and emitted is None:
+        first: float | None = None
+        by_type: dict[str, dict[str, object]] = {}
+        # Every bar generator shows an event from the bundled history, re-dated to end today.
+        while time.monotonic() - started < 60 and not shows_every_generator(by_type):
             assert proc.poll() is None, log_path.read_text()[-4000:]
             children |= descendants(proc.pid)
             for line in log_path.read_text(errors="replace").splitlines():
                 if line.startswith("{") and '"signal_emitted"' in line:
-                    emitted = json.loads(line)
-                    break
+                    event = json.loads(line)
+                    first = first or time.monotonic() - started
+                    by_type.setdefault(str(event["signal_type"]), event)
             time.sleep(0.5)
-        assert emitted is not None, f"no signal_emitted in 60 s:\n{log_path.read_text()[-4000:]}"
-        print(f"first signal_emitted {time.monotonic() - started:.1f}s after `signalgen dev`")
+        assert first is not None, f"no signal_emitted in 60 s:\n{log_path.read_text()[-4000:]}"
+        print(f"first signal_emitted {first:.1f}s after `signalgen dev`")
+        print(f"golden/death cross, volatility, price level: {time.monotonic() - started:.1f}s")
+        assert shows_every_generator(by_type), (
+            f"signal types in 60 s: {sorted(by_type)}\n{log_path.read_text()[-4000:]}"
+        )
+        crosses = {"golden_cross", "death_cross"} & set(by_type)
+        for kind in ("volatility_breakout", "price_level", *crosses):
+            assert by_type[kind].get("sample_data") is True, by_type[kind]
+        emitted = next(iter(by_type.values()))
+        [loaded] = [
+            json.loads(line)
+            for line in log_path.read_text().splitlines()
+            if line.startswith('{"event": "sample_bars_loaded"')
+        ]
+        # Aligned on the latest session on or before today at the exchange (holidays skipped).
+        last_day = date.fromisoformat(loaded["last_day"])
+        assert latest_session(market_today()) - timedelta(days=4) <= last_day <= market_today()
+        assert last_day.weekday() < 5
         assert set(emitted) >= {
             "signal_id",
             "signal_type",
@@ -114,7 +151,7 @@ def test_dev_runs_offline_and_stops_cleanly(tmp_path: Path) -> None:
         ]
         assert prepared["embedded_broker"] is True
         assert prepared["broker"].startswith("redis://127.0.0.1:")
-        assert prepared["database"].startswith("sqlite:///")  # the SQLite default
+        assert prepared["database"].startswith("sqlite:///")  # SQLite, as by default
         children |= descendants(proc.pid)
         assert len(children) >= 3  # two workers (+ their pools) and beat
         started_children = {
