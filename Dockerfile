@@ -20,7 +20,10 @@ COPY generators ./generators
 COPY dispatcher ./dispatcher
 COPY tasks ./tasks
 COPY signalgen ./signalgen
-RUN pip install -e . && chown -R app:app /app
+# [plot]: `signalgen backtest --report` draws its charts in the container too. The bundled
+# sample bars (signalgen/sample_data) come with the package; `signalgen db upgrade
+# --sample-bars` (compose's migrate) loads them into an empty store.
+RUN pip install -e ".[plot]" && chown -R app:app /app
 
 USER app
 # The default role; docker-compose.yml sets each service's own command.

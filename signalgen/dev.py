@@ -5,7 +5,10 @@ request, the HTTP API) as child processes. With BROKER_URL / DATABASE_URL set it
 none, it serves the Redis protocol itself (fakeredis's TCP server, in this process, on a free local
 port), uses the SQLite default, creates the schema and loads the bundled sample bars, so signals
 flow within seconds without a network.
-SIGINT (Ctrl-C) or SIGTERM stops every child and waits for it: no orphans.
+SIGINT (Ctrl-C), SIGTERM or SIGHUP (the terminal closed) stops every child and waits for it. If
+the parent dies without doing so (SIGKILL, a crash), each child gets SIGTERM from the kernel
+(parent-death signal) and a reaper process stops what is left and removes the temporary
+directory (`signalgen.dev_reaper`): no orphans either way.
 """
 
 from __future__ import annotations
@@ -24,8 +27,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
+from signalgen.dev_reaper import LAUNCHER
 from signalgen.logs import log_event, redact
+
+if TYPE_CHECKING:
+    from signalgen.settings import Settings
 
 logger = logging.getLogger("signalgen.dev")
 
@@ -68,15 +76,55 @@ class EmbeddedRedis:
         self._thread.join(timeout=5)
 
 
+class Reaper:
+    """The process that stops the children if this one dies without stopping them itself
+    (`signalgen.dev_reaper`): told each child's process group through a pipe; closing the pipe
+    without `done` (this process gone, however) makes it stop them and remove `workdir`."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.process = subprocess.Popen(  # noqa: S603 (our own interpreter and module)
+            [sys.executable, "-m", "signalgen.dev_reaper", str(workdir)],
+            stdin=subprocess.PIPE,
+            start_new_session=True,  # a terminal's signals must not reach it
+        )
+
+    def _send(self, line: str) -> None:
+        stdin = self.process.stdin
+        if stdin is None or stdin.closed:
+            return
+        with contextlib.suppress(BrokenPipeError, OSError, ValueError):
+            stdin.write(line.encode() + b"\n")
+            stdin.flush()
+
+    def watch(self, pgid: int) -> None:
+        self._send(f"pgid {pgid}")
+
+    def release(self) -> None:
+        """Every child stopped by us: the reaper exits without touching anything."""
+        self._send("done")
+        if self.process.stdin is not None:
+            with contextlib.suppress(OSError):
+                self.process.stdin.close()
+        try:
+            self.process.wait(5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(5)
+
+
 @dataclass
 class Child:
     name: str
     argv: list[str]
     process: subprocess.Popen[bytes] | None = None
 
-    def start(self, env: Mapping[str, str]) -> None:
+    def start(self, env: Mapping[str, str], reaper: Reaper | None = None) -> None:
         # Own session: a terminal's Ctrl-C reaches only us, and we stop children in order.
-        self.process = subprocess.Popen(self.argv, env=dict(env), start_new_session=True)  # noqa: S603
+        # Through the launcher: the kernel sends the child SIGTERM if we die (PR_SET_PDEATHSIG).
+        argv = [sys.executable, "-c", LAUNCHER, str(os.getpid()), *self.argv]
+        self.process = subprocess.Popen(argv, env=dict(env), start_new_session=True)  # noqa: S603
+        if reaper is not None:
+            reaper.watch(self.process.pid)  # its own session: the group id is its pid
         log_event(logger, "dev_child_started", child=self.name, pid=self.process.pid)
 
     def running(self) -> bool:
@@ -120,6 +168,7 @@ class DevService:
     embedded: EmbeddedRedis | None = None
     children: list[Child] = field(default_factory=list)
     workdir: Path | None = None
+    reaper: Reaper | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
     _stopped: bool = False
 
@@ -137,6 +186,9 @@ class DevService:
             env["BROKER_URL"] = self.embedded.url
             env.setdefault("REDIS_URL", self.embedded.url)
         env.setdefault("MOCK_GENERATOR_INTERVAL_SECONDS", DEV_MOCK_INTERVAL_SECONDS)
+        # The mock generator ships disabled; dev runs it (pipelines still opt in to its signals).
+        env.setdefault("MOCK_GENERATOR_ENABLED", "1")
+        env["SIGNALGEN_DEV"] = "1"
         # Local webhook receivers are the norm on a workstation; production allows none.
         env.setdefault("WEBHOOK_ALLOW_NETWORKS", DEV_WEBHOOK_ALLOW_NETWORKS)
         if self.options.log_level:
@@ -151,8 +203,8 @@ class DevService:
         )
         env["DATABASE_URL"] = settings.database_url
         build_beat_schedule(settings)  # bad configuration stops here, naming file and field
-        self._prepare_database(settings.database_url)
-        self.workdir = Path(tempfile.mkdtemp(prefix="signalgen-dev-"))
+        self._prepare_database(settings.database_url, settings)
+        self.workdir = self._make_workdir()
         log_event(
             logger,
             "dev_prepared",
@@ -162,7 +214,18 @@ class DevService:
             mock_interval_seconds=env["MOCK_GENERATOR_INTERVAL_SECONDS"],
         )
 
-    def _prepare_database(self, url: str) -> None:
+    def _make_workdir(self) -> Path:
+        """The temporary directory (beat's schedule file), with the reaper that removes it and
+        stops the children should this process die without doing so."""
+        workdir = Path(tempfile.mkdtemp(prefix="signalgen-dev-"))
+        self.reaper = Reaper(workdir)
+        # The children's TMPDIR (multiprocessing's pymp-* directories...): inside, so that
+        # whatever they leave goes with it.
+        (workdir / "tmp").mkdir()
+        return workdir
+
+    def _prepare_database(self, url: str, settings: Settings) -> None:
+        from signalgen.config import enabled_generators
         from signalgen.db import Database
         from signalgen.db.engine import ensure_schema
 
@@ -171,14 +234,21 @@ class DevService:
             ensure_schema(database)
             try:
                 from signalgen.marketdata import BarStore
-                from signalgen.marketdata.csv_import import load_sample_bars
+                from signalgen.marketdata.sample import load_aligned_sample_bars
             except ImportError:  # market data not installed in this build: mock signals only
                 return
-            store = BarStore(database)
-            if not store.summary():
-                loaded = load_sample_bars(store)
+            # Sample history re-dated to end today, its windows chosen so each enabled generator
+            # has an event to show; never when the store holds real market data.
+            generators = [spec.generator for spec in enabled_generators(settings).values()]
+            loaded = load_aligned_sample_bars(BarStore(database), generators)
+            if loaded:
                 log_event(
-                    logger, "sample_bars_loaded", tickers=sorted(loaded), bars=sum(loaded.values())
+                    logger,
+                    "sample_bars_loaded",
+                    tickers=[sample.ticker for sample in loaded],
+                    bars=sum(sample.bars for sample in loaded),
+                    last_day=max(sample.last_day for sample in loaded).isoformat(),
+                    events={sample.ticker: list(sample.events) for sample in loaded},
                 )
         finally:
             database.dispose()
@@ -254,8 +324,11 @@ class DevService:
         self.children = self.plan()
         exit_code = 0
         try:
+            env = dict(self.env)
+            if self.workdir is not None:
+                env["TMPDIR"] = str(self.workdir / "tmp")
             for child in self.children:
-                child.start(self.env)
+                child.start(env, self.reaper)
             while not self._stop.wait(0.5):
                 ended = [c for c in self.children if not c.running()]
                 if ended:
@@ -289,6 +362,9 @@ class DevService:
         if self.workdir is not None:
             shutil.rmtree(self.workdir, ignore_errors=True)
             self.workdir = None
+        if self.reaper is not None:
+            self.reaper.release()
+            self.reaper = None
         log_event(logger, "dev_stopped")
 
 
@@ -302,6 +378,8 @@ _SETTINGS_VARIABLES = {
     "GENERATORS_CONFIG_PATH",
     "MOCK_GENERATOR_INTERVAL_SECONDS",
     "GOLDEN_CROSS_CHECK_INTERVAL_SECONDS",
+    "MOCK_GENERATOR_ENABLED",
+    "SIGNALGEN_DEV",
     "LOG_LEVEL",
     "LOG_FORMAT",
     "WEBHOOK_ALLOW_NETWORKS",
@@ -316,7 +394,10 @@ def run_dev(options: DevOptions) -> int:
     settings = get_settings()
     configure_logging(options.log_level or settings.log_level, settings.log_format)
     service = DevService(options)
-    previous = {s: signal.signal(s, service.request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous = {
+        s: signal.signal(s, service.request_stop)
+        for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    }
     try:
         service.prepare()
         if service._stop.is_set():

@@ -93,8 +93,44 @@ def _scrub(value: Any) -> Any:
     return redact(str(value))
 
 
+#: Celery's per-task lines (received, succeeded, failed, retry) carry the task's arguments and
+#: return value in `data`; a line keeps the task's name and id, its run time, and the reason.
+_CELERY_TASK_LOGGERS = {"celery.app.trace", "celery.worker.strategy"}
+_CELERY_TASK_EVENTS = (
+    ("received", "task_received"),
+    ("succeeded", "task_succeeded"),
+    ("retry", "task_retry"),
+)
+
+
+def celery_task_event(record: logging.LogRecord) -> tuple[str, dict[str, Any]] | None:
+    """`(event, fields)` for one of Celery's per-task lines: `task`, `task_id`, and
+    `runtime_seconds`, `eta` or the `reason` where the line has one; never the arguments, the
+    keyword arguments or the return value (a signal's whole body). None for any other record."""
+    data = getattr(record, "data", None)
+    if record.name not in _CELERY_TASK_LOGGERS or not isinstance(data, dict):
+        return None
+    template = str(record.msg)
+    event = next((name for word, name in _CELERY_TASK_EVENTS if f"] {word}" in template), None)
+    if event is None:
+        event = "task_failed" if "%(exc)s" in template else "task_ignored"
+    fields: dict[str, Any] = {"task": data.get("name"), "task_id": data.get("id")}
+    if isinstance(data.get("runtime"), int | float):
+        fields["runtime_seconds"] = round(float(data["runtime"]), 4)
+    if data.get("eta"):
+        fields["eta"] = str(data["eta"])
+    if event in ("task_failed", "task_retry") and data.get("exc") is not None:
+        fields["reason"] = str(data["exc"])[:500]
+    if event in ("task_failed", "task_ignored") and data.get("description"):
+        fields["description"] = str(data["description"])
+    return event, fields
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
+        celery_task = celery_task_event(record)
+        if celery_task is not None:
+            return self._format_celery_task(record, *celery_task)
         fields = getattr(record, "fields", None)
         message = record.getMessage()
         out: dict[str, Any] = {
@@ -118,21 +154,63 @@ class JsonFormatter(logging.Formatter):
         # into an escape sequence).
         return json.dumps(out, default=str)
 
+    def _format_celery_task(
+        self, record: logging.LogRecord, event: str, fields: dict[str, Any]
+    ) -> str:
+        out: dict[str, Any] = {
+            "event": event,
+            "level": record.levelname,
+            "logger": record.name,
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+        }
+        out.update({key: _redact_value(key, value) for key, value in fields.items()})
+        if record.exc_info:
+            out["exc"] = redact(self.formatException(record.exc_info))
+        return json.dumps(out, default=str)
+
 
 class TextFormatter(logging.Formatter):
+    """`HH:MM:SS LEVEL logger: event key=value ...`, for a person at a terminal."""
+
+    default_time_format = "%H:%M:%S"
+    default_msec_format = "%s.%03d"
+
     def format(self, record: logging.LogRecord) -> str:
-        fields = getattr(record, "fields", None) or {}
-        event = getattr(record, "event", None) or record.getMessage()
-        tail = " ".join(f"{k}={_redact_value(k, v)}" for k, v in fields.items())
+        celery_task = celery_task_event(record)
+        if celery_task is not None:
+            event, fields = celery_task
+        else:
+            fields = getattr(record, "fields", None) or {}
+            event = getattr(record, "event", None) or record.getMessage()
+        tail = " ".join(f"{k}={_text_value(_redact_value(k, v))}" for k, v in fields.items())
         line = f"{self.formatTime(record)} {record.levelname:<7} {record.name}: {event} {tail}"
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
         return redact(line.rstrip())
 
 
-def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
+def _text_value(value: Any) -> str:
+    if isinstance(value, dict | list):
+        return json.dumps(value, default=str, separators=(",", ":"))
+    return str(value)
+
+
+def resolve_format(fmt: str, stream: Any) -> str:
+    """`auto` (the default): `text` when `stream` is a terminal (a person reads it), `json`
+    otherwise (a collector parses it). `json` and `text` are taken as given."""
+    if fmt != "auto":
+        return fmt
+    isatty = getattr(stream, "isatty", None)
+    try:
+        return "text" if callable(isatty) and isatty() else "json"
+    except ValueError:  # a closed stream
+        return "json"
+
+
+def configure_logging(level: str = "INFO", fmt: str = "auto") -> None:
     handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    chosen = resolve_format(fmt, sys.stdout)
+    handler.setFormatter(JsonFormatter() if chosen == "json" else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -28,6 +28,15 @@ def _configure_logging(**_: Any) -> None:
     configure_logging(settings.log_level, settings.log_format)
 
 
+@signals.beat_init.connect
+def _warn_mock_outside_dev(**_: Any) -> None:
+    # Beat is what sends the mock generator's ticks: say so when it does outside `signalgen dev`.
+    from signalgen.config import warn_mock_outside_dev
+    from signalgen.settings import get_settings
+
+    warn_mock_outside_dev(get_settings())
+
+
 @signals.worker_init.connect
 def _ensure_schema(**_: Any) -> None:
     # In a short-lived child: migrations (Alembic, SQLAlchemy DDL) would otherwise stay resident
@@ -35,11 +44,7 @@ def _ensure_schema(**_: Any) -> None:
     import subprocess
     import sys
 
-    code = (
-        "from signalgen.db import get_database\n"
-        "from signalgen.db.engine import ensure_schema\n"
-        "ensure_schema(get_database())\n"
-    )
+    code = "from signalgen.startup import ensure_schema_main\nensure_schema_main()\n"
     done = subprocess.run(  # noqa: S603 (our own interpreter, fixed code)
         [sys.executable, "-c", code],
         capture_output=True,
@@ -47,6 +52,9 @@ def _ensure_schema(**_: Any) -> None:
         check=False,
     )
     if done.returncode != 0:
+        lines = done.stderr.strip().splitlines()
+        if len(lines) == 1:  # a recognised failure: what, where, what to try
+            raise SystemExit(f"database schema check failed: {lines[0]}")
         raise SystemExit(f"database schema check failed:\n{done.stderr[-4000:]}")
 
 

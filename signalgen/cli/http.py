@@ -24,13 +24,20 @@ def write_openapi(path: Path = OPENAPI_PATH) -> None:
 
 
 def serve(host: str, port: int, *, log_level: str = "info") -> None:
-    """Make sure the schema exists, then serve `create_app()` until interrupted."""
+    """Check the configuration and the schema, then serve `create_app()` until interrupted.
+    A broken watchlist or generators file stops start-up (ConfigError: file and field)."""
     import uvicorn
 
+    from signalgen.config import ConfigError
     from signalgen.db import get_database
     from signalgen.db.engine import ensure_schema
     from signalgen.http.app import create_app
+    from signalgen.settings import get_settings
+    from signalgen.startup import configuration_problem
 
+    problem = configuration_problem(get_settings())
+    if problem is not None:
+        raise ConfigError(problem)
     database = get_database()
     ensure_schema(database)
     uvicorn.run(create_app(database=database), host=host, port=port, log_level=log_level)

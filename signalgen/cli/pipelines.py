@@ -72,7 +72,12 @@ def pipelines() -> None:
     metavar="JSON|FILE|-",
     help="The whole pipeline as JSON (other options then must not be given).",
 )
-@click.option("--owner", help="Owner (user id).")
+@click.option(
+    "--owner",
+    metavar="USER",
+    help="Owner: a user's name (`signalgen users list`); refused if users exist and this is "
+    "not one of them.",
+)
 @click.option("--name", help="Pipeline name.")
 @click.option(
     "--trigger",
@@ -121,11 +126,45 @@ def add(spec_json: str | None, disabled: bool, **options: Any) -> None:
         spec = PipelineSpec.model_validate(data)
     except ValidationError as exc:
         raise click.ClickException("invalid pipeline:\n" + describe_errors(exc)) from None
+    database = _database()
+    _check_owners(database, {spec.owner})
     try:
-        pipeline_id = add_pipeline(_database(), spec)
+        pipeline_id = add_pipeline(database, spec)
     except Refused as exc:
         raise click.ClickException(f"pipeline refused: {exc}") from None
     click.echo(str(pipeline_id))
+
+
+def unknown_owners(database: Any, owners: set[str]) -> tuple[list[str], bool]:
+    """The owners among `owners` that are no user's name, and whether any user exists."""
+    from sqlalchemy import func, select
+
+    from signalgen.db.models import User
+
+    with database.session() as session:
+        if not session.execute(select(func.count()).select_from(User)).scalar_one():
+            return sorted(owners), False
+        known = set(session.scalars(select(User.name).where(User.name.in_(owners))))
+    return sorted(owners - known), True
+
+
+def _check_owners(database: Any, owners: set[str]) -> None:
+    """A pipeline's owner is a user (as the API requires of an admin creating for another
+    user). With no user at all (a workstation that never made one), warn and go on."""
+    unknown, users_exist = unknown_owners(database, owners)
+    if not unknown:
+        return
+    names = ", ".join(repr(name) for name in unknown)
+    if users_exist:
+        raise click.ClickException(
+            f"owner: no user named {names} (`signalgen users list`; add one with "
+            f"`signalgen users add NAME`)"
+        )
+    click.echo(
+        f"note: no users exist yet; owner {names} is not a user (add one with "
+        "`signalgen users add NAME` to give it API access)",
+        err=True,
+    )
 
 
 def _spec_from_options(options: dict[str, Any], disabled: bool) -> dict[str, Any]:
@@ -328,6 +367,7 @@ def import_(source: str, dry_run: bool) -> None:
         raise click.ClickException(f"{source}: nothing imported:\n{exc}") from None
     except SecretKeyError as exc:
         raise click.ClickException(f"{source}: nothing imported: {exc}") from None
+    _check_owners(database, {spec.owner for spec in specs})
     if dry_run:
         click.echo(f"{len(specs)} pipeline(s) valid; nothing written (--dry-run)")
         return

@@ -96,18 +96,32 @@ def _cost_and_budgets(
                 f"{sum(r.errors for r in rows):>8} {sum(r.cost for r in rows):>12.4f}"
             )
     if budgets:
+        from signalgen.cli.output import table
+
         names = [generator] if generator else _generator_names(database)
-        click.echo(
-            f"{'generator':<24} {'hour':>8} {'/limit':>8} {'today':>8} {'/limit':>8} "
-            f"{'cost today':>12}  state"
-        )
-        for item in budget_status(database, config, generators=names):
-            state = f"PAUSED ({item.paused} budget spent)" if item.paused else "ok"
-            click.echo(
-                f"{item.generator:<24} {item.calls_this_hour:>8} "
-                f"{_limit(item.hour_limit):>8} {item.calls_today:>8} "
-                f"{_limit(item.day_limit):>8} {item.cost_today:>12.4f}  {state}"
-            )
+        cells = [
+            [
+                item.generator,
+                str(item.calls_this_hour),
+                _limit(item.hour_limit),
+                str(item.calls_today),
+                _limit(item.day_limit),
+                f"{item.cost_today:.4f}",
+                f"PAUSED ({item.paused} budget spent)" if item.paused else "ok",
+            ]
+            for item in budget_status(database, config, generators=names)
+        ]
+        headers = [
+            "generator",
+            "calls this hour",
+            "hour limit",
+            "calls today",
+            "day limit",
+            f"cost today {config.currency}",
+            "state",
+        ]
+        for text in table(headers, cells, right=frozenset({1, 2, 3, 4, 5})):
+            click.echo(text)
 
 
 def _limit(value: int | None) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -147,16 +148,59 @@ class SchemaMismatch(RuntimeError):
     """A database with our tables but no migration history, whose schema differs from ours."""
 
 
-def migrate(database: Database) -> None:
+@dataclass(frozen=True)
+class MigrationOutcome:
+    """What `migrate` did: the revision before (None: an empty database or no history) and
+    after, and whether an existing schema was only stamped."""
+
+    before: str | None
+    after: str | None
+    stamped: bool = False
+
+    @property
+    def changed(self) -> bool:
+        return self.before != self.after
+
+    def describe(self) -> str:
+        if self.stamped:
+            return f"existing schema recorded at revision {self.after}"
+        if not self.changed:
+            return f"database schema at revision {self.after} (up to date)"
+        if self.before is None:
+            return f"database schema created at revision {self.after}"
+        return f"database schema migrated from revision {self.before} to {self.after}"
+
+
+def migrate(database: Database) -> MigrationOutcome:
     """Bring the schema to the newest version (Alembic migrations).
 
     A database whose tables were made without migrations (`create_all`: test fixtures, or an
     embedded database from before migrations existed) is stamped as current when, and only when,
-    its schema equals the models; otherwise SchemaMismatch names the differences.
+    its schema equals the models; otherwise SchemaMismatch names the differences. A change is
+    logged as one line (`database_schema_migrated`); Alembic's own lines are kept quiet.
     """
+    with quiet_alembic():  # Alembic logs at import ("setup plugin ...") and while it runs
+        return _migrate(database)
+
+
+@contextmanager
+def quiet_alembic() -> Iterator[None]:
+    """Alembic's INFO lines (plugins, context impl, DDL mode, one per revision) kept out of the
+    log while inside: `migrate` reports what changed in one line of its own."""
+    alembic_logger = logging.getLogger("alembic")
+    previous = alembic_logger.level
+    if alembic_logger.getEffectiveLevel() < logging.WARNING:
+        alembic_logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        alembic_logger.setLevel(previous)
+
+
+def _migrate(database: Database) -> MigrationOutcome:
     from sqlalchemy import inspect
 
-    from signalgen.db.migrations import stamp, upgrade
+    from signalgen.db.migrations import current_revision, stamp, upgrade
 
     tables = set(inspect(database.engine).get_table_names())
     if tables and "alembic_version" not in tables:
@@ -167,8 +211,22 @@ def migrate(database: Database) -> None:
                 f"from the models: {differences[:5]}"
             )
         stamp(database)
-        return
-    upgrade(database)
+        outcome = MigrationOutcome(None, current_revision(database), stamped=True)
+    else:
+        before = current_revision(database) if "alembic_version" in tables else None
+        upgrade(database)
+        outcome = MigrationOutcome(before, current_revision(database))
+    if outcome.changed:
+        from signalgen.logs import log_event
+
+        log_event(
+            logging.getLogger("signalgen.db"),
+            "database_schema_migrated",
+            from_revision=outcome.before,
+            to_revision=outcome.after,
+            stamped=outcome.stamped,
+        )
+    return outcome
 
 
 def schema_differences(database: Database) -> list[Any]:

@@ -70,7 +70,7 @@ def test_add_with_options_then_list_show_disable_remove(
         SECRET,
     )
     assert result.exit_code == 0, result.output
-    pipeline_id = result.output.strip()
+    pipeline_id = result.stdout.strip()  # stderr: a note that no users exist yet
     uuid.UUID(pipeline_id)
     listed = run(runner, "pipelines", "list", "--json")
     [item] = [json.loads(line) for line in listed.output.splitlines()]
@@ -158,7 +158,7 @@ def test_signals_list_and_show_after_a_dispatch(
     payload = json.dumps(
         {
             "signal_id": str(uuid.uuid4()),
-            "signal_type": "mock",
+            "signal_type": "golden_cross",
             "tickers": ["AAPL"],
             "bias": {},
             "timestamp": now.isoformat(),

@@ -65,7 +65,7 @@ def test_postgres_healthcheck_and_required_password(compose: dict[str, Any]) -> 
 def test_migrate_is_one_shot_and_gates_the_app(compose: dict[str, Any]) -> None:
     services = compose["services"]
     migrate = services["migrate"]
-    assert migrate["command"] == ["signalgen", "db", "upgrade"]
+    assert migrate["command"] == ["signalgen", "db", "upgrade", "--sample-bars"]
     assert migrate["restart"] == "no"
     assert migrate["depends_on"] == {"postgres": {"condition": "service_healthy"}}
     for name in ("worker", "generator", "beat"):
@@ -176,7 +176,55 @@ def test_dockerfile_installs_the_project_and_runs_unprivileged() -> None:
         assert f"COPY {directory} ./{directory}" in text
         assert (ROOT / directory).is_dir()
     assert "COPY celeryconfig.py" in text
-    assert "pip install -e ." in text
+    assert 'pip install -e ".[plot]"' in text  # backtest charts in the container too
     assert re.search(r"^USER app$", text, re.MULTILINE)
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert ".env" in ignored and ".venv" in ignored
+
+
+def test_config_is_mounted_into_every_app_service(compose: dict[str, Any]) -> None:
+    """The watchlist and generators are edited on the host, not baked into the image."""
+    services = compose["services"]
+    for name in ("migrate", "worker", "generator", "beat", "flower", "api"):
+        assert "./config:/app/config:ro" in services[name]["volumes"], name
+    assert (ROOT / "config" / "watchlist.json").is_file()
+
+
+def test_beat_and_flower_have_healthchecks_that_run(
+    compose: dict[str, Any], tmp_path: Path
+) -> None:
+    """Every long-running service has a healthcheck; beat's and flower's call our probes,
+    which answer as a healthcheck must (0 healthy, 1 not, one line why)."""
+    import time
+
+    from signalgen.probes import beat_problem, main
+
+    services = compose["services"]
+    for name in ("redis", "postgres", "worker", "generator", "beat", "flower", "api"):
+        assert services[name]["healthcheck"]["test"], name
+    beat = services["beat"]["healthcheck"]["test"]
+    assert beat[:5] == ["CMD", "python", "-m", "signalgen.probes", "beat"]
+    schedule = next(a for a in services["beat"]["command"] if a.startswith("--schedule="))
+    assert beat[5] == schedule.split("=", 1)[1]
+    flower = services["flower"]["healthcheck"]["test"]
+    assert flower[:5] == ["CMD", "python", "-m", "signalgen.probes", "http"]
+    assert flower[5].startswith("http://127.0.0.1:5555/healthcheck")
+
+    path = tmp_path / "celerybeat-schedule"
+    assert "no schedule file" in (beat_problem(path, 600) or "")
+    (tmp_path / "celerybeat-schedule.db").write_bytes(b"x")  # a dbm backend's suffix
+    assert beat_problem(path, 600) is None
+    assert beat_problem(path, 600, now=time.time() + 601) is not None
+    assert main(["beat", str(path), "600"]) == 0
+    assert main(["http", "http://127.0.0.1:9/healthcheck"]) == 1
+
+
+def test_the_image_ships_the_sample_bars() -> None:
+    """Sample data is part of the package (package-data), so the image has it."""
+    from signalgen.paths import SAMPLE_DATA_DIR
+
+    assert sorted(p.name for p in SAMPLE_DATA_DIR.glob("*.csv"))
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert '"sample_data/*.csv"' in pyproject
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert not any(pattern in ignored for pattern in ("signalgen", "*.csv", "sample_data"))

@@ -1,4 +1,8 @@
-"""Alembic migrations, run programmatically: `signalgen db upgrade` or `migrate(database)`."""
+"""Alembic migrations, run programmatically: `signalgen db upgrade` or `migrate(database)`.
+
+Alembic's own INFO lines (context impl, DDL mode, one per revision) are kept out of the log: a
+migration that changed something is reported as one line by `signalgen.db.engine.migrate`.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,8 @@ from typing import TYPE_CHECKING
 
 from alembic import command
 from alembic.config import Config
+
+from signalgen.db.engine import quiet_alembic
 
 if TYPE_CHECKING:
     from signalgen.db.engine import Database
@@ -22,10 +28,20 @@ def alembic_config(database: Database) -> Config:
     return config
 
 
+def current_revision(database: Database) -> str | None:
+    """The revision the database is at (None: no migration history)."""
+    from alembic.migration import MigrationContext
+
+    with database.engine.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
 def upgrade(database: Database, revision: str = "head") -> None:
-    command.upgrade(alembic_config(database), revision)
+    with quiet_alembic():
+        command.upgrade(alembic_config(database), revision)
 
 
 def stamp(database: Database, revision: str = "head") -> None:
     """Record `revision` as applied without running it (the schema is already there)."""
-    command.stamp(alembic_config(database), revision)
+    with quiet_alembic():
+        command.stamp(alembic_config(database), revision)
