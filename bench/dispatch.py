@@ -638,7 +638,7 @@ def _pace(began: float, n: int, rate: float) -> None:
 def _publish(producer: Any, ticker: str, exchange: Any, queue: Any) -> str:
     signal = Signal(
         signal_id=uuid.uuid4(),
-        signal_type=SignalType.MOCK,
+        signal_type=SignalType.GOLDEN_CROSS,  # not mock: mock signals reach only opted-in pipelines
         tickers=(ticker,),
         bias={},
         timestamp=NOW,

@@ -17,7 +17,12 @@ fraction of the base it is folded into a new base (one copy, amortized over many
 Semantics (the reference `matches_spec` below states them as plain code):
 a pipeline matches when the signal's type is in its `signal_types` (or it has none) and some
 ticker of the signal is scanned by it and passes its bias filter and `min_confidence` for that
-ticker. A ticker with no bias entry has no bias and confidence 0.
+ticker. A ticker with no bias entry has no bias and confidence 0. A mock signal
+(`Signal.is_mock`) matches only pipelines whose scanner opts in (`Scanner.wants_mock`).
+
+Mock signals live in buckets of their own: an opted-in pipeline is also indexed under the type
+keys `mock:<type>` / `mock:*`, and a mock signal probes only those. So a mock signal costs
+nothing for the pipelines that did not opt in (no scan, no filtering of their matches).
 """
 
 from __future__ import annotations
@@ -28,9 +33,11 @@ from collections.abc import Collection, Hashable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from schemas.pipeline import Scanner
-from schemas.signal import Signal
+from schemas.signal import Signal, SignalType
 
 ANY = None
+#: The type key under which opted-in pipelines that take any type receive mock signals.
+MOCK_ANY = "mock:*"
 
 BucketKey = tuple[str | None, str | None, str | None]  # (ticker or None=watchlist, type, bias)
 
@@ -67,12 +74,25 @@ _EMPTY = _Bucket((), ())
 _MISSING = _Bucket((), ())  # "not in the overlay" (compared by identity)
 
 
+def _mock_kind(kind: str | None) -> str:
+    """The type key of a mock signal of type `kind` (ANY: the pipelines taking any type)."""
+    return MOCK_ANY if kind is ANY else f"mock:{kind}"
+
+
+def _type_keys(scanner: Scanner) -> list[str | None]:
+    kinds: list[str | None] = [t.value for t in scanner.signal_types] or [ANY]
+    keys = [kind for kind in kinds if kind != SignalType.MOCK.value]  # mock signals: below
+    if scanner.wants_mock:
+        keys.extend(_mock_kind(kind) for kind in kinds)
+    return keys
+
+
 def bucket_entries(
     pipeline_id: Hashable, scanner: Scanner
 ) -> Iterator[tuple[BucketKey, tuple[float, Hashable]]]:
     """Every (bucket key, entry) one pipeline puts in the index."""
     tickers: Iterable[str | None] = (None,) if scanner.watchlist else scanner.tickers
-    types: list[str | None] = [t.value for t in scanner.signal_types] or [ANY]
+    types = _type_keys(scanner)
     biases: list[str | None] = [b.value for b in scanner.biases] or [ANY]
     entry = (scanner.min_confidence, pipeline_id)
     for ticker in tickers:
@@ -176,6 +196,9 @@ class MatchIndex:
         buckets = self._buckets
         overlay = self._overlay
         kind = signal.signal_type.value
+        kinds: tuple[str | None, ...] = (
+            (_mock_kind(kind), MOCK_ANY) if signal.is_mock else (kind, ANY)
+        )
         found: list[Hashable] = []
         for ticker in signal.tickers:
             entry = signal.bias.get(ticker)
@@ -185,7 +208,7 @@ class MatchIndex:
                 (ticker, None) if ticker in self.watchlist else (ticker,)
             )
             for scope in scopes:
-                for key_kind in (kind, ANY):
+                for key_kind in kinds:
                     for key_bias in (bias, ANY) if bias is not None else (ANY,):
                         key = (scope, key_kind, key_bias)
                         bucket = overlay.get(key, _MISSING) if overlay else _MISSING
@@ -200,6 +223,8 @@ class MatchIndex:
 
 def matches_spec(scanner: Scanner, signal: Signal, watchlist: Iterable[str] = ()) -> bool:
     """The matching rule for one pipeline, written plainly (reference for the index and tests)."""
+    if signal.is_mock and not scanner.wants_mock:
+        return False
     if scanner.signal_types and signal.signal_type not in scanner.signal_types:
         return False
     scanned = set(watchlist) if scanner.watchlist else set(scanner.tickers)

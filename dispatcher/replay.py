@@ -16,10 +16,14 @@ current scanners and watchlist) are computed with the dispatcher's own `MatchInd
 - `dry_run`: the same plan, computed without writing or enqueueing.
 
 Every replay that is not a dry run is recorded first (`replays`: who asked, when, the request),
-and a forced generation is taken by inserting (signal, generation) → replay into
-`replay_generations`, whose primary key gives each generation to one replay. This is the only
-way a generation above 0 comes to be: the bus always dispatches generation 0, whatever headers
-a publisher sets (dispatcher/intake.py).
+and its outcome when it ends (status `finished` with the counts of `ReplayResult.as_dict`, or
+`failed` with the error). The HTTP API records a replay as `queued` before sending the task
+(`queue_replay`) and passes its id as `replay_id`, so the caller can read the outcome at once
+(`GET /api/v1/replays/{id}`). A signal a replay runs executions for is `dispatched` in
+`signals.dispatch_status` (no longer `unmatched`). A forced generation is taken by inserting
+(signal, generation) → replay into `replay_generations`, whose primary key gives each
+generation to one replay. This is the only way a generation above 0 comes to be: the bus always
+dispatches generation 0, whatever headers a publisher sets (dispatcher/intake.py).
 
 Enqueueing goes through the caller's `enqueue` (the same callable `service.dispatch` uses), then
 rows move claimed → enqueued; `pipelines.execute` runs each row once whatever is redelivered.
@@ -84,6 +88,8 @@ class ReplayRequest(BaseModel):
     limit: int | None = Field(default=None, ge=1)
     #: Who asked, as recorded in `replays` (the CLI and the HTTP API set it).
     requested_by: str = Field(default="signals.replay task", min_length=1, max_length=200)
+    #: A replay recorded as `queued` (`queue_replay`, by the HTTP API) that this run carries out.
+    replay_id: uuid.UUID | None = None
 
     @field_validator(
         "signal_ids", "signal_types", "tickers", "sources", "pipeline_ids", mode="before"
@@ -324,6 +330,8 @@ def _plan_signal(
                 session, signal_id=sid, generation=generation, pipeline_ids=pipelines, now=now
             )
             todo.extend(c.execution_id for c in new)
+            if todo:
+                _mark_dispatched(session, sid, len(pipelines), now)
         return todo
     missing: list[Hashable] = []
     rearm: list[int] = []
@@ -368,7 +376,25 @@ def _plan_signal(
             .all()
         )
         todo.extend(rows)
+    if todo:
+        _mark_dispatched(session, sid, len(pipelines), now)
     return todo
+
+
+def _mark_dispatched(session: Session, signal_id: uuid.UUID, matched: int, now: datetime) -> None:
+    """The signal ran pipelines through this replay: not `unmatched` (nor `pending`) any more."""
+    session.execute(
+        update(SignalRecord)
+        .where(SignalRecord.signal_id == signal_id, SignalRecord.dispatch_status != "dispatched")
+        .values(
+            dispatch_status="dispatched",
+            dispatched_at=now,
+            matched_count=func.max(func.coalesce(SignalRecord.matched_count, 0), matched)
+            if session.get_bind().dialect.name == "sqlite"
+            else func.greatest(func.coalesce(SignalRecord.matched_count, 0), matched),
+        )
+        .execution_options(synchronize_session=False)
+    )
 
 
 def replay(
@@ -384,10 +410,32 @@ def replay(
     if enqueue is None and not request.dry_run:
         raise ValueError("enqueue is required unless dry_run")
     clock = now or (lambda: datetime.now(UTC))
-    targets = set(request.pipeline_ids)
     result = ReplayResult(dry_run=request.dry_run, force=request.force)
     replay_id = None if request.dry_run else record_replay(db, request, clock())
     result.replay_id = str(replay_id) if replay_id else None
+    try:
+        _run(request, db, index, enqueue, progress, clock, result, replay_id)
+    except BaseException as exc:
+        if replay_id is not None:
+            finish_replay(db, replay_id, result, clock(), error=f"{type(exc).__name__}: {exc}")
+        raise
+    if replay_id is not None:
+        finish_replay(db, replay_id, result, clock())
+    log_event(logger, "replay_finished", logging.INFO, **result.as_dict())
+    return result
+
+
+def _run(
+    request: ReplayRequest,
+    db: Database,
+    index: MatchIndex,
+    enqueue: Enqueue | None,
+    progress: Progress | None,
+    clock: Callable[[], datetime],
+    result: ReplayResult,
+    replay_id: uuid.UUID | None,
+) -> None:
+    targets = set(request.pipeline_ids)
     # Signals recorded after the replay started are not its business (they are dispatched as
     # they come): count and batches both stop at this moment, so progress never exceeds total.
     snapshot = datetime.now(UTC)
@@ -432,24 +480,74 @@ def replay(
         done += len(batch)
         if progress is not None:
             progress(done, total, result)
-    log_event(logger, "replay_finished", logging.INFO, **result.as_dict())
-    return result
+
+
+def _replay_row(request: ReplayRequest, replay_id: uuid.UUID, moment: datetime) -> Replay:
+    return Replay(
+        id=replay_id,
+        requested_by=request.requested_by,
+        created_at=moment,
+        force=request.force,
+        request=request.model_dump(mode="json", exclude={"requested_by", "dry_run", "replay_id"}),
+    )
+
+
+def queue_replay(db: Database, request: ReplayRequest, moment: datetime) -> uuid.UUID:
+    """Record a replay that a `signals.replay` task (sent next, with this `replay_id`) will
+    run; its status is `queued` until the task starts it."""
+    replay_id = uuid.uuid4()
+    with db.session() as session:
+        row = _replay_row(request, replay_id, moment)
+        row.status = "queued"
+        session.add(row)
+    return replay_id
 
 
 def record_replay(db: Database, request: ReplayRequest, moment: datetime) -> uuid.UUID:
-    """Record a replay about to run (its own transaction, so it stands even if the run fails)."""
-    replay_id = uuid.uuid4()
+    """Record a replay about to run (its own transaction, so it stands even if the run fails):
+    the queued row of `request.replay_id` moves to `running`, once; without one, a new row.
+    Raises InvalidReplay when `replay_id` names no queued replay (unknown, or already run)."""
     with db.session() as session:
-        session.add(
-            Replay(
-                id=replay_id,
-                requested_by=request.requested_by,
-                created_at=moment,
-                force=request.force,
-                request=request.model_dump(mode="json", exclude={"requested_by", "dry_run"}),
-            )
-        )
+        if request.replay_id is not None:
+            started = session.execute(
+                update(Replay)
+                .where(Replay.id == request.replay_id, Replay.status == "queued")
+                .values(status="running", started_at=moment)
+                .returning(Replay.id)
+                .execution_options(synchronize_session=False)
+            ).first()
+            if started is None:
+                raise InvalidReplay(f"replay_id: {request.replay_id} is not a queued replay")
+            return request.replay_id
+        replay_id = uuid.uuid4()
+        row = _replay_row(request, replay_id, moment)
+        row.status, row.started_at = "running", moment
+        session.add(row)
     return replay_id
+
+
+def finish_replay(
+    db: Database,
+    replay_id: uuid.UUID,
+    result: ReplayResult | None,
+    moment: datetime,
+    *,
+    error: str | None = None,
+) -> None:
+    """Record how a replay ended: `finished` with its counts, or `failed` with `error` (and
+    the counts so far)."""
+    with db.session() as session:
+        session.execute(
+            update(Replay)
+            .where(Replay.id == replay_id)
+            .values(
+                status="failed" if error is not None else "finished",
+                finished_at=moment,
+                outcome=result.as_dict() if result is not None else None,
+                error=error[:2000] if error is not None else None,
+            )
+            .execution_options(synchronize_session=False)
+        )
 
 
 def current_index(db: Database, watchlist: Iterable[str]) -> MatchIndex:

@@ -2,22 +2,31 @@
 
 For each ticker, the constituents are recent signals naming it with a BULLISH or BEARISH bias
 (confluence signals themselves, and mock ones unless `signal_types` lists them, never count).
-Each constituent is taken in turn as the *anchor*, the newest member of a candidate group:
-the group is every signal with the anchor's bias on that ticker whose event time lies within
-`window_days` before the anchor's. One source (a generator instance) counts once in a group: its
-most confident signal represents it. The group is a confluence when it has at least
-`min_sources` sources and `min_types` distinct signal types, and the anchor is its source's
-only signal in the group (a second article from the same news generator strengthens nothing,
-so it does not emit again).
+Each constituent is taken in turn as an *anchor*: its group is every signal with the anchor's
+bias on that ticker whose event time lies within `window_days` before the anchor's. One source
+(a generator instance) counts once in a group: its most confident signal represents it. The
+group is a confluence when it has at least `min_sources` sources and `min_types` distinct signal
+types, and the anchor is its source's only signal in the group (a second article from the same
+news generator strengthens nothing).
+
+Once per (ticker, bias, window): event time is cut into fixed windows of `window_days`, aligned
+to the Unix epoch (UTC). The first confluence anchored in a window *opens* its composite; its
+`signal_id` derives from (source, ticker, bias, window start) and its `event_time` is the
+opening anchor's. Later agreeing signals of that window join the same composite (same id): the
+composite's members are every agreeing signal from `window_days` before the opening anchor to
+the window's end, one per source. A check that finds a composite with more members than the
+recorded one updates the stored row (`supersedes`: `signals.payload`) without publishing
+it again, so pipelines run once per (ticker, bias, window), on the first
+confluence. A confluence whose signals straddle a window boundary can open one composite on each
+side. Opposite biases are separate composites.
 
 Combined confidence = min(max_confidence, 1 - prod(1 - c_i)) over the representatives: the
 chance that not all of them are wrong, treating them as independent. Opposing signals in the
 window are listed in the metadata but do not change the number.
 
-Identity: (source, type, ticker, bias and the sorted ids of the representatives). The anchor
-fixes the group from the past alone, so a later check (or a replay) finds the same group with
-the same id, and a signal leaving the window never creates a new one. A check reports groups
-whose anchor's event time is within `lookback_days` before the tick.
+The windows are fixed and a group depends only on the `window_days` before its anchor, so a later
+check (or a replay) finds the same composite with the same id. A check reports the composites
+with a member within `lookback_days` before the tick.
 """
 
 from __future__ import annotations
@@ -26,7 +35,7 @@ import logging
 import math
 from collections import defaultdict
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
@@ -35,6 +44,7 @@ from generators.base import BaseSignalGenerator, GeneratorConfig, Tick
 from schemas.signal import Bias, Signal, SignalType
 
 NEVER_COUNTED = (SignalType.CONFLUENCE,)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class ConfluenceConfig(GeneratorConfig):
@@ -84,14 +94,21 @@ class ConfluenceGenerator(BaseSignalGenerator[ConfluenceConfig]):
     description: ClassVar[str] = "agreeing signals on one ticker within a window, combined"
 
     def history_days(self) -> float:
-        """How far back (in days of event time) the loader must read signals."""
-        return self.config.window_days + self.config.lookback_days
+        """How far back (in days of event time) the loader must read signals: a reported
+        window may start `window_days` before the lookback, and its opening group reaches
+        `window_days` further back."""
+        return 2 * self.config.window_days + self.config.lookback_days
+
+    def window_start(self, moment: datetime) -> datetime:
+        """The start of the fixed window (`window_days` wide, from the epoch) holding `moment`."""
+        width = self.config.window_days * 86_400.0
+        slot = math.floor((moment - _EPOCH).total_seconds() / width)
+        return _EPOCH + timedelta(seconds=slot * width)
 
     def compute(self, data: Sequence[Signal], tick: Tick) -> list[Signal]:
-        """Composites of the signals in `data` anchored within `lookback_days` before the tick.
-
-        Pure. Too few signals gives no composite and a logged reason.
-        """
+        """The composite of each (ticker, bias, window) a confluence opened, with a member
+        within `lookback_days` before the tick. Pure. Too few signals gives no composite and a
+        logged reason."""
         config = self.config
         by_ticker: dict[str, list[tuple[Signal, Bias, float]]] = defaultdict(list)
         watched = set(self.tickers)
@@ -113,62 +130,88 @@ class ConfluenceGenerator(BaseSignalGenerator[ConfluenceConfig]):
             )
             return []
         window = timedelta(days=config.window_days)
-        earliest_anchor = tick.now - timedelta(days=config.lookback_days)
+        earliest = tick.now - timedelta(days=config.lookback_days)
         out: list[Signal] = []
         for ticker in sorted(by_ticker):
             entries = sorted(
                 by_ticker[ticker], key=lambda e: (e[0].event_time, str(e[0].signal_id))
             )
+            openers: dict[tuple[Bias, datetime], int] = {}
             for index, (anchor, bias, _) in enumerate(entries):
-                if bias is Bias.NEUTRAL or anchor.event_time < earliest_anchor:
+                if bias is Bias.NEUTRAL:
                     continue
+                key = (bias, self.window_start(anchor.event_time))
+                if key in openers:
+                    continue  # this window's composite is open: the anchor joins it
                 start = anchor.event_time - window
                 members = [
                     e for e in entries[: index + 1] if e[1] is bias and e[0].event_time >= start
                 ]
                 if sum(1 for e in members if e[0].source == anchor.source) > 1:
                     continue  # the anchor's source was already in the group
-                composite = self._composite(
-                    ticker, bias, anchor, members, entries[: index + 1], start, tick
-                )
-                if composite is not None:
-                    out.append(composite)
+                if self._qualifies(members):
+                    openers[key] = index
+            for (bias, opened), index in sorted(openers.items(), key=lambda item: item[1]):
+                anchor = entries[index][0]
+                start, end = anchor.event_time - window, opened + window
+                members = [e for e in entries if e[1] is bias and start <= e[0].event_time < end]
+                if max(e[0].event_time for e in members) < earliest:
+                    continue
+                seen = [e for e in entries if start <= e[0].event_time < end]
+                out.append(self._composite(ticker, bias, opened, anchor, members, seen, tick))
         return out
+
+    def supersedes(self, stored: Signal, fresh: Signal) -> bool:
+        """A later check's composite replaces the recorded one when it has more members (a
+        source joined the window); never with fewer (a late or concurrent check)."""
+
+        def members(signal: Signal) -> set[str]:
+            return {
+                str(c.get("signal_id"))
+                for c in signal.metadata.get("constituents", ())
+                if isinstance(c, dict)
+            }
+
+        return members(fresh) > members(stored)
+
+    def _representatives(
+        self, members: list[tuple[Signal, Bias, float]]
+    ) -> list[tuple[Signal, Bias, float]]:
+        best: dict[str, tuple[Signal, Bias, float]] = {}
+        # Most confident first (ties: smallest id), so each source keeps its strongest signal.
+        for entry in sorted(members, key=lambda e: (-e[2], str(e[0].signal_id))):
+            best.setdefault(entry[0].source, entry)
+        return sorted(best.values(), key=lambda e: str(e[0].signal_id))
+
+    def _qualifies(self, members: list[tuple[Signal, Bias, float]]) -> bool:
+        representatives = self._representatives(members)
+        types = {e[0].signal_type for e in representatives}
+        return len(representatives) >= self.config.min_sources and len(types) >= (
+            self.config.min_types
+        )
 
     def _composite(
         self,
         ticker: str,
         bias: Bias,
+        opened: datetime,
         anchor: Signal,
         members: list[tuple[Signal, Bias, float]],
         seen: list[tuple[Signal, Bias, float]],
-        start: datetime,
         tick: Tick,
-    ) -> Signal | None:
+    ) -> Signal:
         config = self.config
-        best: dict[str, tuple[Signal, Bias, float]] = {}
-        # Most confident first (ties: smallest id), so each source keeps its strongest signal.
-        for entry in sorted(members, key=lambda e: (-e[2], str(e[0].signal_id))):
-            best.setdefault(entry[0].source, entry)
-        representatives = sorted(best.values(), key=lambda e: str(e[0].signal_id))
-        types = {e[0].signal_type for e in representatives}
-        if len(representatives) < config.min_sources or len(types) < config.min_types:
-            return None
+        representatives = self._representatives(members)
         confidence = round(
             combined_confidence([e[2] for e in representatives], config.max_confidence), 4
         )
-        opposing = [
-            str(e[0].signal_id)
-            for e in seen
-            if e[1] not in (bias, Bias.NEUTRAL) and e[0].event_time >= start
-        ]
-        ids = "|".join(str(e[0].signal_id) for e in representatives)
+        opposing = [str(e[0].signal_id) for e in seen if e[1] not in (bias, Bias.NEUTRAL)]
         described = ", ".join(
             f"{e[0].signal_type.value} ({e[0].source}, {e[2]:.2f})" for e in representatives
         )
         return self.ticker_signal(
             ticker,
-            event_key=f"{bias.value}|{ids}",
+            event_key=f"{bias.value}|window:{opened.isoformat()}",
             bias=bias,
             confidence=confidence,
             reasoning=f"{len(representatives)} {bias.value.lower()} signals on {ticker} "
@@ -186,6 +229,8 @@ class ConfluenceGenerator(BaseSignalGenerator[ConfluenceConfig]):
                 ],
                 "opposing": opposing,
                 "window_days": config.window_days,
+                "window_start": opened.isoformat(),
+                "window_end": (opened + timedelta(days=config.window_days)).isoformat(),
                 "rule": "1 - prod(1 - confidence) over one signal per source",
             },
             timestamp=tick.now,

@@ -166,6 +166,43 @@ class ReplayCreate(BaseModel):
 
 
 class ReplayAccepted(BaseModel):
+    """A replay recorded as `queued` and sent to the workers. Its outcome: GET `status_url`
+    (also the response's `Location` header)."""
+
+    replay_id: uuid.UUID
+    status_url: str = Field(description="GET it for the replay's status and counts")
     task_id: str = Field(description="the signals.replay Celery task (watch it in Flower)")
     pipeline_ids: list[uuid.UUID]
     request: dict[str, Any]
+
+
+class ReplayCounts(BaseModel):
+    """What a replay did (so far, when it failed)."""
+
+    signals: int = Field(description="stored signals selected")
+    matched: int = Field(description="(signal, pipeline) pairs the current scanners match")
+    planned: int = Field(description="runs decided: claimed + rearmed + reenqueued + forced")
+    run: int = Field(description="executions enqueued (each runs once)")
+    skipped: int = Field(description="pairs skipped: the pipeline has, or is getting, the signal")
+    claimed: int
+    rearmed: int = Field(description="failed or rate-limited executions armed again")
+    reenqueued: int
+    forced: int
+    unparseable: int = Field(description="stored signals that no longer validate")
+
+
+class ReplayOut(BaseModel):
+    """A replay and its outcome. `status`: `queued` (sent, not started by a worker yet),
+    `running`, `finished` (with `outcome`), `failed` (with `error`, and the counts so far);
+    `unknown` for replays recorded before outcomes were."""
+
+    replay_id: uuid.UUID
+    status: Literal["queued", "running", "finished", "failed", "unknown"]
+    requested_by: str
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    force: bool
+    request: dict[str, Any]
+    outcome: ReplayCounts | None
+    error: str | None

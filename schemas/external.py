@@ -47,6 +47,18 @@ def _upper_ticker(value: Any) -> Any:
     return value.strip().upper() if isinstance(value, str) else value
 
 
+def split_exchange(value: str) -> tuple[str | None, str]:
+    """`EXCHANGE:SYMBOL` (TradingView's `{{tickerid}}`, e.g. `NASDAQ:AAPL`) -> ("NASDAQ", "AAPL");
+    a plain symbol -> (None, symbol). Pipelines scan symbols, so the exchange is kept aside.
+    Raises ValueError for an empty part (`NASDAQ:`, `:AAPL`) or more than one prefix."""
+    if ":" not in value:
+        return None, value
+    exchange, _, symbol = value.partition(":")
+    if not exchange.strip() or not symbol.strip() or ":" in symbol:
+        raise ValueError(f"ticker {value!r} is not SYMBOL or EXCHANGE:SYMBOL")
+    return exchange.strip(), symbol.strip()
+
+
 def _finite(value: float | None) -> float | None:
     if value is not None and not math.isfinite(value):
         raise ValueError("must be a finite number")
@@ -92,7 +104,9 @@ class TradingViewAlert(BaseModel):
          "time": "{{time}}", "price": {{close}}, "interval": "{{interval}}",
          "alert_id": "optional, your own id of this alert firing"}
 
-    TradingView cannot send headers, so the source's token travels in `secret`.
+    TradingView cannot send headers, so the source's token travels in `secret`. A ticker in
+    `EXCHANGE:SYMBOL` form (`{{tickerid}}`, e.g. `NASDAQ:AAPL`) becomes the symbol (`AAPL`,
+    which pipelines scan) and the exchange goes to `exchange`, kept in the signal's metadata.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -115,6 +129,34 @@ class TradingViewAlert(BaseModel):
     _ticker_case = field_validator("ticker", mode="before")(_upper_ticker)
     _price_finite = field_validator("price")(_finite)
     _times = field_validator("time", "timenow")(_in_window)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _exchange_from_ticker(cls, data: Any) -> Any:
+        # TradingView's {{tickerid}} is NASDAQ:AAPL; the pipeline scans AAPL. The exchange
+        # moves to `exchange` (kept in the signal's metadata). A malformed or disagreeing one
+        # is left as it is, for the field validators below to refuse by name.
+        if not isinstance(data, dict) or not isinstance(data.get("ticker"), str):
+            return data
+        try:
+            exchange, symbol = split_exchange(data["ticker"].strip().upper())
+        except ValueError:
+            return data
+        given = data.get("exchange")
+        if exchange is None or (isinstance(given, str) and given.strip().upper() != exchange):
+            return data
+        return {**data, "ticker": symbol, "exchange": exchange}
+
+    @field_validator("ticker")
+    @classmethod
+    def _symbol_only(cls, value: str) -> str:
+        if ":" in value:  # what the validator above did not split
+            try:
+                split_exchange(value)
+            except ValueError:
+                raise ValueError(f"ticker {value!r} is not SYMBOL or EXCHANGE:SYMBOL") from None
+            raise ValueError(f"ticker {value!r}: its exchange prefix disagrees with `exchange`")
+        return value
 
     @field_validator("action")
     @classmethod

@@ -40,6 +40,10 @@ class Scanner(BaseModel):
     tickers is scanned (listed in `tickers`, or in the watchlist when `watchlist` is true) and,
     for that ticker, passes the bias filter (`biases`, empty: any) and `min_confidence`. A ticker
     the signal gives no bias for passes only when neither filter is set.
+
+    Mock signals (`Signal.is_mock`: the mock generator's) match only a scanner that opts in:
+    `include_mock: true`, or `mock` named in `signal_types`. So test signals never run a real
+    pipeline that did not ask for them.
     """
 
     model_config = _STRICT
@@ -49,6 +53,12 @@ class Scanner(BaseModel):
     signal_types: tuple[SignalType, ...] = ()
     biases: tuple[Bias, ...] = ()
     min_confidence: float = Field(default=0.0, ge=0.0, le=1.0, allow_inf_nan=False)
+    include_mock: bool = False
+
+    @property
+    def wants_mock(self) -> bool:
+        """Whether mock signals may match: opted in, or `mock` named as a type."""
+        return self.include_mock or SignalType.MOCK in self.signal_types
 
     @field_validator("tickers", "signal_types", "biases")
     @classmethod

@@ -4,6 +4,10 @@ Immutable and versioned. Validation rejects anything a pipeline could misread: l
 empty tickers, a bias for a ticker the signal does not name, confidence outside 0..1, naive
 timestamps, NaN or infinite numbers anywhere in the metadata.
 
+The seed's documented shape is accepted as version 1: a signal without `schema_version` is
+version 1, and one without `event_time` takes its `timestamp` as the event's time. What we
+publish always carries both.
+
 Identity is deterministic (`stable_signal_id`): the same market event seen twice (two checks,
 two beats, a retry) yields the same `signal_id`, which the database then refuses to record twice.
 """
@@ -35,6 +39,10 @@ SIGNAL_NAMESPACE = uuid.UUID("6f1c8a53-2f0e-5d0b-9d7e-5a1b7c3e9f21")
 #: An exchange-listed symbol as pipelines see it: upper case letters and digits, with the
 #: separators real symbols use (BRK.B, BF-B, RDS/A, ^GSPC, EURUSD=X, BINANCE:BTCUSDT).
 TICKER_PATTERN = re.compile(r"^[A-Z0-9^][A-Z0-9.\-/:=^_]{0,31}$")
+
+
+#: Sources whose signals are mock whatever their type (the seed's mock generator's name).
+MOCK_SOURCES = frozenset({"mock_generator"})
 
 
 class SignalType(StrEnum):
@@ -117,19 +125,36 @@ class Signal(BaseModel):
 
     `timestamp` is when the signal was made; `event_time` is the event's own time (the bar on
     which a cross happened, the article's publication time), which is what identity derives from.
+    On input `event_time` may be absent (the seed's shape): it is then `timestamp`. An absent
+    `schema_version` is 1.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    schema_version: int = Field(default=SCHEMA_VERSION, ge=1, le=SCHEMA_VERSION)
+    schema_version: int = Field(
+        default=SCHEMA_VERSION,
+        ge=1,
+        le=SCHEMA_VERSION,
+        description="Wire format version; absent means 1 (the seed's shape).",
+    )
     signal_id: uuid.UUID
     signal_type: SignalType
     tickers: tuple[Ticker, ...] = Field(min_length=1, max_length=500)
     bias: dict[str, SignalBias]
     metadata: dict[str, Any] = Field(default_factory=dict)
     timestamp: AwareUTC
-    event_time: AwareUTC
+    event_time: AwareUTC = Field(
+        description="The event's own time (UTC). Optional on input: absent, it is `timestamp`."
+    )
     source: str = Field(min_length=1, max_length=100, pattern=r"^[a-z0-9][a-z0-9_.\-]*$")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _event_time_defaults_to_timestamp(cls, data: Any) -> Any:
+        # The seed's example Signal has no event_time: its event is the moment it was made.
+        if isinstance(data, dict) and "event_time" not in data and "timestamp" in data:
+            return {**data, "event_time": data["timestamp"]}
+        return data
 
     @field_validator("tickers")
     @classmethod
@@ -152,6 +177,12 @@ class Signal(BaseModel):
             if item.ticker != key:
                 raise ValueError(f"bias[{key!r}].ticker is {item.ticker!r}, expected {key!r}")
         return self
+
+    @property
+    def is_mock(self) -> bool:
+        """Made by a mock generator (type `mock`, or the seed's `mock_generator` source): it
+        reaches only pipelines whose scanner opts in (`dispatcher.matching`)."""
+        return self.signal_type is SignalType.MOCK or self.source in MOCK_SOURCES
 
     @property
     def routing_key(self) -> str:
@@ -189,8 +220,14 @@ def bar_close_time(day: date) -> datetime:
 
 
 def signal_json_schema() -> dict[str, Any]:
-    """JSON Schema of the wire format, for consumers in any language."""
+    """JSON Schema of the wire format, for consumers and publishers in any language.
+
+    What we publish always carries `schema_version` and `event_time`; a publisher may leave
+    both out (the seed's shape): version 1, `event_time` = `timestamp`."""
     schema = Signal.model_json_schema(mode="serialization")
+    schema["required"] = [
+        name for name in schema.get("required", []) if name not in ("event_time", "schema_version")
+    ]
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["$id"] = f"https://signal-generator/schemas/signal/v{SCHEMA_VERSION}.json"
     return schema

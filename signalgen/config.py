@@ -104,6 +104,8 @@ def load_generators(
         override = INTERVAL_OVERRIDES.get(entry.type)
         if override and getattr(settings, override) is not None:
             entry = entry.model_copy(update={"interval_seconds": getattr(settings, override)})
+        if entry.type == "mock" and settings.mock_generator_enabled is not None:
+            entry = entry.model_copy(update={"enabled": settings.mock_generator_enabled})
         try:
             generator_config = cls.config_model.model_validate(entry.settings)
         except ValidationError as exc:
@@ -120,3 +122,34 @@ def load_generators(
 
 def enabled_generators(settings: Settings) -> dict[str, GeneratorSpec]:
     return {name: spec for name, spec in load_generators(settings).items() if spec.entry.enabled}
+
+
+def mock_generators_outside_dev(settings: Settings) -> list[str]:
+    """Names of the enabled `mock` generators when not under `signalgen dev` (start-up warns:
+    their random signals reach pipelines that opt in to mock signals)."""
+    if settings.signalgen_dev:
+        return []
+    return sorted(
+        name for name, spec in enabled_generators(settings).items() if spec.entry.type == "mock"
+    )
+
+
+def warn_mock_outside_dev(settings: Settings) -> None:
+    """Log `mock_generator_enabled` (WARNING) if a mock generator runs outside dev."""
+    import logging
+
+    from signalgen.logs import log_event
+
+    names = mock_generators_outside_dev(settings)
+    if names:
+        log_event(
+            logging.getLogger("signalgen.config"),
+            "mock_generator_enabled",
+            logging.WARNING,
+            generators=names,
+            hint=(
+                "random test signals outside `signalgen dev`: they reach only pipelines whose "
+                "scanner has include_mock=true; disable them in "
+                f"{settings.generators_config_path} or set MOCK_GENERATOR_ENABLED=0"
+            ),
+        )

@@ -7,9 +7,10 @@ actually inserted the row gets the signal back, and only returned signals are pu
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from schemas.signal import Signal
@@ -67,3 +68,34 @@ def record_signals(session: Session, signals: Iterable[Signal]) -> list[Signal]:
     if ticker_rows:
         session.execute(insert_ignore(SignalTicker.__table__, dialect, ticker_rows))
     return new
+
+
+def refresh_recorded(
+    session: Session,
+    signals: Iterable[Signal],
+    supersedes: Callable[[Signal, Signal], bool],
+) -> list[Signal]:
+    """Replace the stored payload of already recorded signals where `supersedes(stored, fresh)`
+    says so (a confluence composite a later source joined); return the replaced ones.
+
+    Never publishes, never touches the outbox or dispatch state: pipelines ran on the first
+    version, and the history shows the latest. The signal's own `timestamp` (when it was first
+    made) is kept. Rows are locked (PostgreSQL) so concurrent checks apply in turn, each seeing
+    the other's version."""
+    fresh = {signal.signal_id: signal for signal in signals}
+    if not fresh:
+        return []
+    statement = select(SignalRecord).where(SignalRecord.signal_id.in_(list(fresh)))
+    if session.get_bind().dialect.name == "postgresql":
+        statement = statement.with_for_update()
+    replaced = []
+    for row in session.execute(statement).scalars():
+        try:
+            stored = Signal.from_json(row.payload)
+        except ValueError:
+            continue  # a row that no longer validates is left for an operator to see
+        candidate = fresh[row.signal_id].model_copy(update={"timestamp": stored.timestamp})
+        if supersedes(stored, candidate):
+            row.payload = candidate.to_json()
+            replaced.append(candidate)
+    return replaced

@@ -77,7 +77,8 @@ def pipeline_specs(count: int = PIPELINE_COUNT) -> list[dict[str, Any]]:
             "owner": f"u{n % 50}",
             "name": f"fault-{n}",
             "trigger_mode": "signal",
-            "scanner": {"tickers": [TICKERS[n % len(TICKERS)]]},
+            # The load is mock signals (and the mock generator): these pipelines opt in.
+            "scanner": {"tickers": [TICKERS[n % len(TICKERS)]], "include_mock": True},
             "executor": {"kind": "record"},
         }
         for n in range(count)

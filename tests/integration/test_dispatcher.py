@@ -72,6 +72,8 @@ def random_pipelines(
             scanner["biases"] = rng.sample(BIASES, rng.randint(1, 2))
         if rng.random() < 0.3:
             scanner["min_confidence"] = rng.choice([0.3, 0.5, 0.8])
+        if number % 4 == 0:  # opted in to mock signals (the rest get them only by naming mock)
+            scanner["include_mock"] = True
         executor: dict[str, Any] = {"kind": "record"}
         if webhook_url and rng.random() < webhook_share:
             executor = {
@@ -132,6 +134,9 @@ def reference_pairs(
         for pipeline in pipelines:
             scanner = pipeline["scanner"]
             if scanner.get("signal_types") and signal["signal_type"] not in scanner["signal_types"]:
+                continue
+            wants_mock = scanner.get("include_mock") or "mock" in scanner.get("signal_types", ())
+            if signal["signal_type"] == "mock" and not wants_mock:
                 continue
             scanned = set(WATCHLIST) if scanner.get("watchlist") else set(scanner["tickers"])
             for ticker in signal["tickers"]:
@@ -570,7 +575,8 @@ def test_fan_out_of_one_signal_to_many_pipelines_on_each_broker(
     ]
     load(pg_db, redis_url, pipelines)
     signal = random_signals(random.Random(3), 1)[0]
-    signal.update(tickers=["T001"], bias={})
+    # Not mock (random_signals may draw it): mock signals reach only opted-in pipelines.
+    signal.update(tickers=["T001"], bias={}, signal_type="golden_cross")
     env = dict(dispatch_env, BROKER_URL=broker_url)
     worker = start_worker(
         env, tmp_path / f"fanout-{broker}.log", name=f"fan-{broker}", concurrency=2

@@ -12,6 +12,7 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -192,3 +193,77 @@ def test_pipeline_created_over_http_receives_the_next_matching_signal(
         assert set(wait_dispatched(pg_db, after).values()) == {"unmatched"}
         assert len(alice.get(f"/api/v1/pipelines/{pid}/executions").json()["items"]) == 7
     assert all(worker.proc.poll() is None for worker in workers)
+
+
+def wait_replay(client: httpx.Client, location: str, timeout: float = 60) -> dict[str, Any]:
+    """The replay at `location` once it has finished (or failed)."""
+    deadline = time.monotonic() + timeout
+    body: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        response = client.get(location)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        if body["status"] in ("finished", "failed"):
+            return body
+        assert body["status"] in ("queued", "running"), body
+        time.sleep(0.2)
+    raise AssertionError(f"replay not finished in {timeout}s: {body}")
+
+
+@pytest.mark.filterwarnings("ignore::celery.exceptions.CPendingDeprecationWarning")
+def test_a_replay_over_http_reports_its_outcome_and_its_signals_are_no_longer_unmatched(
+    pg_db: Database, redis_url: str, workers: list[CeleryProcess]
+) -> None:
+    """Issue 12: the replay API returned 202 with no way to read the outcome, and a replayed
+    signal still showed `unmatched`."""
+    keys = add_users(pg_db, "alice", "bob", "root", admin=("root",))
+    early = signals_for("RPLY", 3, 5)
+    publish(redis_url, early)  # no pipeline listens yet
+    assert set(wait_dispatched(pg_db, early).values()) == {"unmatched"}
+
+    app = create_app(database=pg_db, redis_url=redis_url, broker_url=redis_url)
+    with running_server(app) as url, ExitStack() as stack:
+        alice, bob, root = (
+            stack.enter_context(
+                httpx.Client(base_url=url, headers={"Authorization": f"Bearer {keys[name]}"})
+            )
+            for name in ("alice", "bob", "root")
+        )
+        created = alice.post(
+            "/api/v1/pipelines",
+            json={"name": "late", "trigger_mode": "signal", "scanner": {"tickers": ["RPLY"]}},
+        )
+        assert created.status_code == 201, created.text
+        pid = created.json()["id"]
+        request = {"signal_ids": [str(s.signal_id) for s in early]}
+
+        accepted = alice.post("/api/v1/replays", json=request)
+        assert accepted.status_code == 202, accepted.text
+        body = accepted.json()
+        location = accepted.headers["Location"]
+        assert location == body["status_url"] == f"/api/v1/replays/{body['replay_id']}"
+        done = wait_replay(alice, location)
+        assert done["status"] == "finished" and done["requested_by"] == "api:alice", done
+        assert done["outcome"]["signals"] == 3 and done["outcome"]["matched"] == 3
+        assert (done["outcome"]["planned"], done["outcome"]["run"]) == (3, 3)
+        assert done["outcome"]["skipped"] == 0 and done["error"] is None
+        assert done["started_at"] is not None and done["finished_at"] is not None
+
+        for signal in early:  # the replay ran them: dispatched, one pipeline matched
+            detail = alice.get(f"/api/v1/signals/{signal.signal_id}").json()
+            assert detail["dispatch_status"] == "dispatched", detail
+            assert detail["matched_count"] == 1
+            assert [e["pipeline_id"] for e in detail["executions"]] == [pid]
+
+        # Only the requester (or an admin) may read it.
+        assert bob.get(location).status_code == 404
+        assert root.get(location).json()["outcome"] == done["outcome"]
+        assert alice.get(f"/api/v1/replays/{uuid.uuid4()}").status_code == 404
+
+        # Filling gaps again finds nothing to do, and says so.
+        again = alice.post("/api/v1/replays", json=request)
+        assert again.status_code == 202, again.text
+        second = wait_replay(alice, again.headers["Location"])
+        assert second["replay_id"] != done["replay_id"]
+        assert (second["outcome"]["planned"], second["outcome"]["run"]) == (0, 0)
+        assert second["outcome"]["skipped"] == 3

@@ -246,3 +246,71 @@ def test_confluence_reads_recorded_signals_and_publishes_one_composite(
         str(golden.signal_id),
         str(news.signal_id),
     }
+
+
+def test_a_later_source_updates_the_stored_composite_without_publishing_again(
+    pg_db: Database, redis_url: str, redis_client: Any, subscriber: Any
+) -> None:
+    """Issue 12: confluence emitted a new composite each time another source joined (3 in
+    20 s, each re-running pipelines). Now: one publish per (ticker, bias, window); the later
+    source grows the stored row."""
+    generator = ConfluenceGenerator(
+        ConfluenceConfig(lookback_days=7), source="confluence_generator", tickers=()
+    )
+    now = datetime.now(UTC)
+    base = generator.window_start(now) - timedelta(days=3)  # the last whole window: all past
+    golden = external(
+        "golden_cross_generator", SignalType.GOLDEN_CROSS, Bias.BULLISH, 0.85, base, "gc"
+    )
+    news = external(NAME, SignalType.NEWS, Bias.BULLISH, 0.6, base + timedelta(hours=1), "n1")
+    breakout = external(
+        "volatility_breakout_generator",
+        SignalType.VOLATILITY_BREAKOUT,
+        Bias.BULLISH,
+        0.5,
+        base + timedelta(hours=2),
+        "vb",
+    )
+    stored(pg_db, redis_url, [golden, news])
+    drain(subscriber)
+    spec = GeneratorSpec(
+        name="confluence_generator",
+        entry=GeneratorEntry(type="confluence", interval_seconds=300),
+        generator=generator,
+    )
+    resources = resources_for(spec, pg_db, redis_url, redis_client, None)
+    try:
+        first = run_generator(spec, Tick.for_slot(now, 300), resources)
+        [published] = drain(subscriber)
+        with pg_db.session() as session:
+            row = session.get(SignalRecord, published.signal_id)
+            assert row is not None
+            first_published_at, first_timestamp = row.published_at, published.timestamp
+        stored(pg_db, redis_url, [breakout])
+        drain(subscriber)
+        later = run_generator(spec, Tick.for_slot(now + timedelta(minutes=5), 300), resources)
+        again = run_generator(spec, Tick.for_slot(now + timedelta(minutes=10), 300), resources)
+    finally:
+        resources.close()
+    assert (first.new, first.published, later.new, later.published) == (1, 1, 0, 0)
+    assert (again.new, again.published) == (0, 0)
+    assert drain(subscriber) == []  # nothing published again: no pipeline runs twice
+    with pg_db.session() as session:
+        row = session.get(SignalRecord, published.signal_id)
+        assert row is not None
+        composites = session.scalar(
+            select(func.count())
+            .select_from(SignalRecord)
+            .where(SignalRecord.signal_type == "confluence")
+        )
+        grown = Signal.from_json(row.payload)
+        assert composites == 1
+        assert row.published_at == first_published_at
+    assert {c["signal_id"] for c in grown.metadata["constituents"]} == {
+        str(golden.signal_id),
+        str(news.signal_id),
+        str(breakout.signal_id),
+    }
+    assert grown.bias["AAPL"].confidence == pytest.approx(1 - 0.15 * 0.4 * 0.5)
+    assert grown.timestamp == first_timestamp  # when it was first made
+    assert grown.event_time == published.event_time

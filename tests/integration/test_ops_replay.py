@@ -205,7 +205,9 @@ def test_flower_shows_every_task_and_enqueues_replay_over_its_api(
             "settings": {"emission_probability": 1.0, "seed": 3},
         },
     )
-    (watcher,) = add_pipelines(pg_db, redis_url, {"owner": "dana", "scanner": {"watchlist": True}})
+    (watcher,) = add_pipelines(
+        pg_db, redis_url, {"owner": "dana", "scanner": {"watchlist": True, "include_mock": True}}
+    )
     port = free_port()
     auth = ("ops", "s3cret-pass")
     processes: list[CeleryProcess] = []

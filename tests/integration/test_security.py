@@ -126,7 +126,7 @@ def test_secrets_never_appear_in_logs_errors_events_or_metrics(
                 "owner": "sec",
                 "name": f"hook-{n}",
                 "trigger_mode": "signal",
-                "scanner": {"tickers": [harness.TICKERS[n]]},
+                "scanner": {"tickers": [harness.TICKERS[n]], "include_mock": True},
                 "executor": {
                     "kind": "webhook",
                     "secret": WEBHOOK_SECRET,

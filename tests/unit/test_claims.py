@@ -39,7 +39,7 @@ def setup(db: Database, count: int = 3) -> tuple[MatchIndex, str]:
     payload = json.dumps(
         {
             "signal_id": str(uuid.uuid4()),
-            "signal_type": "mock",
+            "signal_type": "golden_cross",
             "tickers": ["AAPL"],
             "bias": {},
             "timestamp": T0.isoformat(),

@@ -68,20 +68,32 @@ def test_registered_with_defaults() -> None:
     assert (config.window_days, config.min_sources, config.min_types) == (3.0, 2, 2)
 
 
+def window_id(start: datetime, bias: Bias = Bias.BULLISH, ticker: str = "AAPL") -> object:
+    """The id of the composite of (ticker, bias) in the window starting at `start`."""
+    return stable_signal_id(
+        source="confluence",
+        signal_type=SignalType.CONFLUENCE,
+        tickers=(ticker,),
+        event_key=f"{bias.value}|window:{start.isoformat()}",
+    )
+
+
+#: T0 (2024-03-01 15:00) lies in the 3-day window [2024-02-29, 2024-03-03) counted from the epoch.
+WINDOW_A = datetime(2024, 2, 29, tzinfo=UTC)
+WINDOW_B = WINDOW_A + timedelta(days=3)
+
+
 def test_golden_cross_and_bullish_news_within_three_days() -> None:
     data = [gc(0), news(2.5)]
     [composite] = make().compute(data, at(3))
     assert composite.signal_type is SignalType.CONFLUENCE
     assert composite.bias["AAPL"].bias is Bias.BULLISH
     assert composite.bias["AAPL"].confidence == pytest.approx(1 - 0.15 * 0.4)
-    assert composite.event_time == data[1].event_time  # the newest member
+    assert composite.event_time == data[1].event_time  # the anchor that opened it
+    # One per (ticker, bias, window): news(2.5) is on 2024-03-04, in the window after WINDOW_A.
+    assert composite.signal_id == window_id(WINDOW_B)
+    assert composite.metadata["window_start"] == WINDOW_B.isoformat()
     ids = sorted(str(s.signal_id) for s in data)
-    assert composite.signal_id == stable_signal_id(
-        source="confluence",
-        signal_type=SignalType.CONFLUENCE,
-        tickers=("AAPL",),
-        event_key="BULLISH|" + "|".join(ids),
-    )
     assert [c["signal_id"] for c in composite.metadata["constituents"]] == ids
     # Input order does not matter.
     assert make().compute(list(reversed(data)), at(3)) == [composite]
@@ -103,12 +115,41 @@ def test_one_source_counts_once_and_does_not_re_emit() -> None:
     assert make(min_types=1).compute(data[1:], at(2)) == []
 
 
-def test_a_new_agreeing_source_makes_a_new_stronger_composite() -> None:
+def test_a_later_source_grows_the_one_composite_of_its_window() -> None:
+    """Issue 12: each source joining made a new composite (3 in 20 s), each re-running
+    pipelines. Now one id per (ticker, bias, window); later checks return it grown."""
+    breakout = sig("vol_gen", SignalType.VOLATILITY_BREAKOUT, Bias.BULLISH, 0.5, 1.2)
+    generator = make()
+    [first] = generator.compute([gc(0), news(1)], at(1.1))
+    [later] = generator.compute([gc(0), news(1), breakout], at(1.3))
+    assert first.signal_id == later.signal_id == window_id(WINDOW_A)
+    assert first.event_time == later.event_time == news(1).event_time
+    assert len(first.metadata["constituents"]) == 2
+    assert len(later.metadata["constituents"]) == 3
+    assert later.bias["AAPL"].confidence == pytest.approx(1 - 0.15 * 0.4 * 0.5)
+    # The stored composite is replaced by a grown one, never by a smaller or equal one.
+    assert generator.supersedes(first, later)
+    assert not generator.supersedes(later, first)
+    assert not generator.supersedes(later, later)
+    # min_sources=3: the window opens only when the third source arrives, with the same id.
+    [three] = make(min_sources=3).compute([gc(0), news(1), breakout], at(1.3))
+    assert three.signal_id == later.signal_id and three.event_time == breakout.event_time
+
+
+def test_windows_are_fixed_so_a_straddling_confluence_can_open_one_on_each_side() -> None:
+    # gc on 03-01 and news on 03-02 open WINDOW_A; a breakout on 03-03 (WINDOW_B) with both
+    # still within 3 days is a new source there: WINDOW_B's composite opens too.
     breakout = sig("vol_gen", SignalType.VOLATILITY_BREAKOUT, Bias.BULLISH, 0.5, 2)
     composites = make().compute([gc(0), news(1), breakout], at(2))
+    assert [c.signal_id for c in composites] == [window_id(WINDOW_A), window_id(WINDOW_B)]
     assert [len(c.metadata["constituents"]) for c in composites] == [2, 3]
-    assert composites[1].bias["AAPL"].confidence == pytest.approx(1 - 0.15 * 0.4 * 0.5)
-    assert make(min_sources=3).compute([gc(0), news(1), breakout], at(2)) == [composites[1]]
+    # A bearish confluence in the same window is a composite of its own.
+    bear = [
+        sig("golden_cross_generator", SignalType.DEATH_CROSS, Bias.BEARISH, 0.8, 0.2),
+        news(0.3, Bias.BEARISH),
+    ]
+    found = {c.signal_id for c in make().compute([gc(0), news(1), *bear], at(1.5))}
+    assert found == {window_id(WINDOW_A), window_id(WINDOW_A, Bias.BEARISH)}
 
 
 def test_opposing_signals_are_listed_not_counted() -> None:
@@ -138,7 +179,8 @@ def test_no_look_ahead_and_stable_ids_across_checks() -> None:
     ]
     generator = make(lookback_days=100)
     full = generator.compute(data, at(100))
-    assert len(full) == 3
+    # AAPL in WINDOW_A; MSFT's news (03-06) opens the next window, and vol (03-07) joins it.
+    assert [len(c.metadata["constituents"]) for c in full] == [2, 3]
     for step in range(0, 8 * 4):
         moment = step / 4
         live = generator.compute([s for s in data if s.event_time <= at(moment).now], at(moment))

@@ -22,7 +22,7 @@ from signalgen.db.models import Execution, SignalRecord
 
 SIGNAL = {
     "signal_id": str(uuid.uuid4()),
-    "signal_type": "mock",
+    "signal_type": "golden_cross",
     "tickers": ["AAPL"],
     "bias": {"AAPL": {"ticker": "AAPL", "bias": "BULLISH", "confidence": 0.5}},
     "timestamp": "2025-01-02T00:00:00Z",

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dispatcher.matching import MatchIndex, matches_spec
+from dispatcher.matching import MatchIndex, bucket_entries, matches_spec
 from schemas.pipeline import Scanner
 from schemas.signal import Bias, Signal, SignalType
 
@@ -19,7 +19,10 @@ TYPES = list(SignalType)[:4]
 
 
 def make_signal(
-    tickers: list[str], kind: SignalType, biases: dict[str, tuple[Bias, float]]
+    tickers: list[str],
+    kind: SignalType,
+    biases: dict[str, tuple[Bias, float]],
+    source: str = "test",
 ) -> Signal:
     return Signal(
         signal_id=uuid.uuid4(),
@@ -28,24 +31,26 @@ def make_signal(
         bias={t: {"ticker": t, "bias": b, "confidence": c} for t, (b, c) in biases.items()},
         timestamp=NOW,
         event_time=NOW,
-        source="test",
+        source=source,
     )
 
 
 confidences = st.sampled_from([0.0, 0.25, 0.5, 0.7, 0.9, 1.0])
 scanners = st.builds(
-    lambda watch, tickers, types, biases, conf: Scanner(
+    lambda watch, tickers, types, biases, conf, mock: Scanner(
         watchlist=watch,
         tickers=() if watch else tuple(tickers),
         signal_types=tuple(types),
         biases=tuple(biases),
         min_confidence=conf,
+        include_mock=mock,
     ),
     st.booleans(),
     st.lists(st.sampled_from(TICKERS), min_size=1, max_size=3, unique=True),
     st.lists(st.sampled_from(TYPES), max_size=2, unique=True),
     st.lists(st.sampled_from(list(Bias)), max_size=2, unique=True),
     confidences,
+    st.booleans(),
 )
 
 
@@ -54,7 +59,9 @@ def signals(draw: st.DrawFn) -> Signal:
     tickers = draw(st.lists(st.sampled_from(TICKERS), min_size=1, max_size=3, unique=True))
     with_bias = draw(st.lists(st.sampled_from(tickers), unique=True))
     biases = {t: (draw(st.sampled_from(list(Bias))), draw(confidences)) for t in with_bias}
-    return make_signal(tickers, draw(st.sampled_from(TYPES)), biases)
+    # "mock_generator": a mock-sourced signal of any type (the seed's mock generator's name).
+    source = draw(st.sampled_from(["test", "mock_generator"]))
+    return make_signal(tickers, draw(st.sampled_from(TYPES)), biases, source)
 
 
 @settings(max_examples=300, deadline=None)
@@ -162,3 +169,47 @@ def test_patched_keeps_buckets_sorted_by_confidence() -> None:
     )
     index = index.patched([], [("mid", Scanner(tickers=("AAPL",), min_confidence=0.5))], version=1)
     assert index.match(high) == [0, "mid"]
+
+
+def test_mock_signals_reach_only_pipelines_that_opt_in() -> None:
+    """Issue 12: the mock generator's signals ran a real user's pipeline every tick."""
+    cases = {
+        "real": Scanner(watchlist=True),
+        "real_typed": Scanner(tickers=("AAPL",), signal_types=(SignalType.GOLDEN_CROSS,)),
+        "opted_in": Scanner(watchlist=True, include_mock=True),
+        "names_mock": Scanner(tickers=("AAPL",), signal_types=(SignalType.MOCK,)),
+        "opted_in_typed": Scanner(
+            tickers=("AAPL",), signal_types=(SignalType.GOLDEN_CROSS,), include_mock=True
+        ),
+    }
+    index = MatchIndex.build(cases.items(), watchlist=WATCHLIST)
+    bias = {"AAPL": (Bias.BULLISH, 0.9)}
+    mock = make_signal(["AAPL"], SignalType.MOCK, bias, "mock_generator")
+    renamed_mock = make_signal(["AAPL"], SignalType.MOCK, bias, "my_mock")
+    seed_mock = make_signal(["AAPL"], SignalType.GOLDEN_CROSS, bias, "mock_generator")
+    real = make_signal(["AAPL"], SignalType.GOLDEN_CROSS, bias, "golden_cross_generator")
+    assert set(index.match(mock)) == {"opted_in", "names_mock"}
+    assert set(index.match(renamed_mock)) == {"opted_in", "names_mock"}
+    assert set(index.match(seed_mock)) == {"opted_in", "opted_in_typed"}
+    assert set(index.match(real)) == {"real", "real_typed", "opted_in", "opted_in_typed"}
+    for signal in (mock, renamed_mock, seed_mock, real):
+        assert set(index.match(signal)) == {
+            name for name, scanner in cases.items() if matches_spec(scanner, signal, WATCHLIST)
+        }
+    # Pipelines that did not opt in are not even probed: no bucket a mock signal reads holds them.
+    assert all(
+        key[1] is None or not str(key[1]).startswith("mock:")
+        for name in ("real", "real_typed")
+        for key, _ in bucket_entries(name, cases[name])
+    )
+
+
+def test_opting_in_is_patched_like_any_scanner_change() -> None:
+    before = Scanner(tickers=("AAPL",))
+    after = Scanner(tickers=("AAPL",), include_mock=True)
+    mock = make_signal(["AAPL"], SignalType.MOCK, {}, "mock_generator")
+    index = MatchIndex.build([("p", before)])
+    assert index.match(mock) == []
+    patched = index.patched([("p", before)], [("p", after)], version=1)
+    assert patched.match(mock) == ["p"]
+    assert patched.patched([("p", after)], [("p", before)], version=2).match(mock) == []

@@ -273,3 +273,71 @@ def test_a_dry_run_records_no_replay(sqlite_db: Database) -> None:
     result, _ = run(sqlite_db, force=True, dry_run=True)
     assert result.replay_id is None and replays(sqlite_db) == [] and generations(sqlite_db) == {}
     assert result.as_dict()["generations"] == [1]
+
+
+def test_a_replay_records_its_outcome_and_marks_its_signals_dispatched(
+    sqlite_db: Database,
+) -> None:
+    """Issue 12: a replayed signal still showed `unmatched`; nothing said what a replay did."""
+    from signalgen.db.models import SignalRecord
+
+    signals = [make_signal("AAPL", i) for i in range(3)] + [make_signal("MSFT", 9)]
+    record(sqlite_db, signals)
+    with sqlite_db.session() as session:  # dispatched before any pipeline listened
+        for row in session.execute(select(SignalRecord)).scalars():
+            row.dispatch_status, row.matched_count = "unmatched", 0
+    add_pipeline(sqlite_db, tickers=("AAPL",))
+    result, _sent = run(sqlite_db)
+    assert result.replay_id is not None
+    with sqlite_db.session() as session:
+        stored = session.get(Replay, uuid.UUID(result.replay_id))
+        assert stored is not None
+        assert stored.status == "finished" and stored.error is None
+        assert stored.started_at is not None and stored.finished_at is not None
+        assert stored.outcome == result.as_dict()
+        assert (stored.outcome["to_run"], stored.outcome["enqueued"]) == (3, 3)
+        outcome = {
+            row.signal_id: (row.dispatch_status, row.matched_count)
+            for row in session.execute(select(SignalRecord)).scalars()
+        }
+    assert outcome == {
+        **{s.signal_id: ("dispatched", 1) for s in signals[:3]},
+        signals[3].signal_id: ("unmatched", 0),  # nothing ran it: still unmatched
+    }
+
+
+def test_a_queued_replay_is_started_once_and_a_failure_is_recorded(
+    sqlite_db: Database,
+) -> None:
+    from datetime import UTC, datetime
+
+    from dispatcher.replay import queue_replay
+
+    signals = [make_signal("AAPL", i) for i in range(2)]
+    record(sqlite_db, signals)
+    add_pipeline(sqlite_db, tickers=("AAPL",))
+    request = parse_request(
+        {"since": (T0 - timedelta(days=1)).isoformat(), "requested_by": "api:alice"}
+    )
+    replay_id = queue_replay(sqlite_db, request, datetime.now(UTC))
+    with sqlite_db.session() as session:
+        queued = session.get(Replay, replay_id)
+        assert queued is not None and queued.status == "queued" and queued.started_at is None
+
+    def broken(_items: Sequence[tuple[int, float | None]]) -> None:
+        raise ConnectionError("broker gone")
+
+    task = request.model_copy(update={"replay_id": replay_id})
+    with pytest.raises(ConnectionError):
+        replay(task, db=sqlite_db, index=current_index(sqlite_db, ()), enqueue=broken)
+    with sqlite_db.session() as session:
+        failed = session.get(Replay, replay_id)
+        assert failed is not None and failed.status == "failed"
+        assert failed.error == "ConnectionError: broker gone"
+        assert failed.outcome is not None and failed.outcome["to_run"] == 2
+    # The same queued replay is never started twice (a resent task, a guessed id).
+    with pytest.raises(InvalidReplay, match="replay_id"):
+        replay(task, db=sqlite_db, index=current_index(sqlite_db, ()), enqueue=Sent())
+    unknown = request.model_copy(update={"replay_id": uuid.uuid4()})
+    with pytest.raises(InvalidReplay, match="not a queued replay"):
+        record_replay(sqlite_db, unknown, datetime.now(UTC))

@@ -145,9 +145,12 @@ def test_json_schema_describes_the_wire_format() -> None:
         "tickers",
         "bias",
         "timestamp",
-        "event_time",
         "source",
     }
+    # The seed's shape: a publisher may leave both out (version 1, event_time = timestamp).
+    assert "event_time" not in schema["required"]
+    assert "schema_version" not in schema["required"]
+    assert "timestamp" in schema["properties"]["event_time"]["description"]
     assert "golden_cross" in json.dumps(schema)
     assert schema["properties"]["tickers"]["items"]["pattern"].startswith("^[A-Z0-9")
 
@@ -155,3 +158,44 @@ def test_json_schema_describes_the_wire_format() -> None:
 def test_signal_bias_alone() -> None:
     bias = SignalBias(ticker="BRK.B", bias=Bias.NEUTRAL, confidence=0)
     assert bias.reasoning == ""
+
+
+def test_the_seeds_shape_is_version_1_with_event_time_from_timestamp() -> None:
+    """Issue 12: the seed's own example Signal (no event_time, no schema_version) was refused."""
+    seed = {
+        "signal_id": "550e8400-e29b-41d4-a716-446655440000",
+        "signal_type": "golden_cross",
+        "tickers": ["AAPL"],
+        "bias": {"AAPL": {"ticker": "AAPL", "bias": "BULLISH", "confidence": 0.85}},
+        "metadata": {"current_price": 175.50},
+        "timestamp": "2025-12-05T10:30:00Z",
+        "source": "golden_cross_generator",
+    }
+    signal = Signal.model_validate_json(json.dumps(seed))
+    assert signal.schema_version == 1
+    assert signal.event_time == signal.timestamp == datetime(2025, 12, 5, 10, 30, tzinfo=UTC)
+    out = json.loads(signal.to_json())  # what we publish always carries both
+    assert out["schema_version"] == 1 and out["event_time"] == "2025-12-05T10:30:00Z"
+    given = Signal.model_validate({**seed, "event_time": "2025-12-04T00:00:00Z"})
+    assert given.event_time == datetime(2025, 12, 4, tzinfo=UTC)  # a given one is kept
+    with pytest.raises(ValidationError, match="event_time"):
+        Signal.model_validate({**seed, "event_time": None})
+    with pytest.raises(ValidationError, match="timestamp"):
+        Signal.model_validate({k: v for k, v in seed.items() if k != "timestamp"})
+
+
+def test_mock_signals_are_known_by_type_or_by_the_seeds_source() -> None:
+    def make(kind: SignalType, source: str) -> Signal:
+        return Signal(
+            signal_id=uuid.uuid4(),
+            signal_type=kind,
+            tickers=("AAPL",),
+            bias={},
+            timestamp=datetime(2025, 1, 2, tzinfo=UTC),
+            event_time=datetime(2025, 1, 2, tzinfo=UTC),
+            source=source,
+        )
+
+    assert make(SignalType.MOCK, "anything").is_mock
+    assert make(SignalType.GOLDEN_CROSS, "mock_generator").is_mock
+    assert not make(SignalType.GOLDEN_CROSS, "golden_cross_generator").is_mock

@@ -382,3 +382,49 @@ def test_comparisons_are_exact() -> None:
         body, sign(body, "k" * 16).upper().replace("SHA256", "sha256"), b"k" * 16
     )
     assert not signature_matches(body + b" ", sign(body, "k" * 16), b"k" * 16)
+
+
+@pytest.mark.parametrize("ticker", ["NASDAQ:AAPL", "nasdaq:aapl", " NASDAQ:AAPL "])
+def test_tradingview_exchange_prefix_becomes_the_symbol_with_the_exchange_kept(
+    client: AsgiClient, bus: tuple[Connection, Queue], ticker: str
+) -> None:
+    """Issue 12: `NASDAQ:AAPL` ({{tickerid}}) matched no AAPL pipeline."""
+    from dispatcher.matching import MatchIndex
+    from schemas.pipeline import Scanner
+
+    response = client.post("/webhooks/tradingview/tv", json=alert(ticker=ticker))
+    assert response.status_code == 200, response.text
+    [signal] = received(bus)
+    assert signal.tickers == ("AAPL",) and set(signal.bias) == {"AAPL"}
+    assert signal.routing_key == "signal.external.AAPL"
+    assert signal.metadata["exchange"] == "NASDAQ"
+    index = MatchIndex.build([("aapl-watcher", Scanner(tickers=("AAPL",)))])
+    assert index.match(signal) == ["aapl-watcher"]
+
+
+def test_tradingview_prefix_and_plain_symbol_are_one_alert_with_the_same_exchange(
+    client: AsgiClient, bus: tuple[Connection, Queue]
+) -> None:
+    prefixed = client.post("/webhooks/tradingview/tv", json=alert(ticker="NASDAQ:AAPL"))
+    plain = client.post("/webhooks/tradingview/tv", json=alert(ticker="AAPL", exchange="NASDAQ"))
+    assert prefixed.status_code == plain.status_code == 200
+    assert plain.json()["status"] == "duplicate"
+    assert plain.json()["signal_id"] == prefixed.json()["signal_id"]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"ticker": "NASDAQ:"}, "is not SYMBOL or EXCHANGE:SYMBOL"),
+        ({"ticker": "A:B:C"}, "is not SYMBOL or EXCHANGE:SYMBOL"),
+        ({"ticker": "NYSE:AAPL", "exchange": "NASDAQ"}, "disagrees with `exchange`"),
+    ],
+)
+def test_a_bad_exchange_prefix_is_422_naming_the_ticker(
+    client: AsgiClient, bus: tuple[Connection, Queue], change: dict[str, str], message: str
+) -> None:
+    response = client.post("/webhooks/tradingview/tv", json=alert(**change))
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"][0]["loc"] == ["body", "ticker"]
+    assert message in response.json()["detail"][0]["msg"]
+    assert received(bus) == []
