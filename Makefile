@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test lint bench migrate clean
+.PHONY: install run test lint bench migrate screenshots clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ bench: $(STAMP)
 
 migrate: $(STAMP)
 	$(BIN)/signalgen db upgrade
+
+## screenshots: dashboard PNGs in artifacts/ after SCREENSHOT_SECONDS (300) of `signalgen dev`
+screenshots: $(STAMP)
+	$(BIN)/python -m signalgen.ops.screenshots
 
 clean:
 	rm -rf $(VENV) .signalgen .pytest_cache .mypy_cache .ruff_cache

@@ -15,7 +15,13 @@ from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse
 
-from signalgen.http.opsdeps import database, operations_config
+from signalgen.http.opsdeps import (
+    app_resource,
+    broker_url,
+    database,
+    operations_config,
+    redis_url,
+)
 
 router = APIRouter(tags=["operations"])
 
@@ -29,23 +35,72 @@ def render(data: dict[str, Any]) -> str:
     return TEMPLATE.read_text(encoding="utf-8").replace(PLACEHOLDER, embedded)
 
 
-async def _data(request: Request, days: int, horizon: int) -> dict[str, Any]:
-    from signalgen.ops.dashboard import dashboard_data
+def _generators(request: Request) -> tuple[dict[str, Any] | None, str | None]:
+    """The configured generators (enabled or not), or why they could not be read."""
 
-    return await run_in_threadpool(
-        dashboard_data, database(request), operations_config(request), days=days, horizon=horizon
+    def build() -> tuple[dict[str, Any] | None, str | None]:
+        from signalgen.config import ConfigError, load_generators
+        from signalgen.settings import get_settings
+
+        try:
+            return dict(load_generators(get_settings())), None
+        except (ConfigError, OSError, ValueError) as exc:
+            return None, f"generators not loaded: {exc}"[:300]
+
+    given = getattr(request.app.state, "generator_specs", None)
+    if given is not None:
+        return dict(given), None
+    found: tuple[dict[str, Any] | None, str | None] = app_resource(
+        request, "dashboard_generators", build
     )
+    return found
+
+
+def _redis(request: Request) -> Any:
+    import redis
+
+    url = redis_url(request)
+    return app_resource(
+        request,
+        "dashboard_redis",
+        lambda: redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2),
+    )
+
+
+async def _data(request: Request, days: int, horizon: int) -> dict[str, Any]:
+    from signalgen.ops.dashboard import LiveSources, dashboard_data
+
+    specs, error = _generators(request)
+    live = LiveSources(
+        broker_url=broker_url(request),
+        redis_client=_redis(request),
+        generators=specs,
+        generators_error=error,
+    )
+    return await run_in_threadpool(
+        dashboard_data,
+        database(request),
+        operations_config(request),
+        days=days,
+        horizon=horizon,
+        live=live,
+    )
+
+
+#: The window: 7 days of hour buckets by default; longer windows are drawn in days.
+DAYS = Query(7, ge=1, le=36500)
+HORIZON = Query(5, ge=1, le=250)
 
 
 @router.get("/dashboard/data")
 async def dashboard_json(
-    request: Request, days: int = Query(30, ge=1, le=36500), horizon: int = Query(5, ge=1, le=250)
+    request: Request, days: int = DAYS, horizon: int = HORIZON
 ) -> dict[str, Any]:
     return await _data(request, days, horizon)
 
 
 @router.get("/dashboard", response_class=HTMLResponse, include_in_schema=False)
 async def dashboard_page(
-    request: Request, days: int = Query(30, ge=1, le=36500), horizon: int = Query(5, ge=1, le=250)
+    request: Request, days: int = DAYS, horizon: int = HORIZON
 ) -> HTMLResponse:
     return HTMLResponse(render(await _data(request, days, horizon)))

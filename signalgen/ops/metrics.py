@@ -39,7 +39,7 @@ from sqlalchemy import case, func, select
 from signalgen.db import Database
 from signalgen.db.models import Execution, ProviderCall, SignalRecord
 from signalgen.logs import log_event
-from signalgen.ops.broker import queue_depths
+from signalgen.ops.broker import DEFAULT_QUEUES, queue_depths
 from signalgen.ops.config import OperationsConfig
 from signalgen.ops.dlq import counts_by
 from signalgen.ops.ratelimit import DEFERRED_COUNTER, LIMITED_COUNTER
@@ -47,8 +47,6 @@ from signalgen.ops.ratelimit import DEFERRED_COUNTER, LIMITED_COUNTER
 logger = logging.getLogger("signalgen.ops.metrics")
 
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
-#: Celery queues and the dispatcher's plain-JSON intake queue.
-DEFAULT_QUEUES = ("signals.dispatch", "dispatch", "pipelines", "generate", "signals", "celery")
 
 
 class BusCollector(Collector):

@@ -5,16 +5,19 @@ Chromium over signals computed by the real generators from the bundled bars."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
+from html.parser import HTMLParser
 from pathlib import Path
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import func, select, text, update
 
 from dispatcher import claims
 from dispatcher.service import dead_letter
@@ -22,6 +25,7 @@ from generators.backtest import walk_forward
 from generators.death_cross import DeathCrossConfig, DeathCrossSignalGenerator
 from generators.golden_cross import GoldenCrossConfig, GoldenCrossSignalGenerator
 from signalgen.db import Database
+from signalgen.db.models import DeadLetter, Pipeline, SignalRecord
 from signalgen.http.app import create_app
 from signalgen.marketdata.csv_import import load_sample_bars
 from signalgen.marketdata.errors import MarketDataError
@@ -31,6 +35,7 @@ from signalgen.marketdata.store import BarStore
 from signalgen.marketdata.usage import DatabaseUsage, record_call
 from signalgen.ops.config import Budget, Budgets, OperationsConfig
 from signalgen.ops.costs import BudgetExhausted, BudgetGuard
+from signalgen.ops.health import record_run
 from signalgen.publishing import record_signals
 from tests.integration.ops_support import (
     add_pipelines,
@@ -232,8 +237,6 @@ def seed_dashboard(db: Database) -> tuple[int, dict[str, int]]:
     with db.session() as session:
         record_signals(session, signals)
     pipeline = uuid.uuid4()
-    from signalgen.db.models import Pipeline
-
     with db.session() as session:
         session.add(
             Pipeline(
@@ -276,6 +279,318 @@ def seed_dashboard(db: Database) -> tuple[int, dict[str, int]]:
     return len(signals), outcomes
 
 
+#: Screenshots are kept as test artefacts here (ignored by git; CI may upload the folder).
+ARTIFACTS = Path(
+    os.environ.get("SIGNALGEN_ARTIFACTS_DIR", Path(__file__).resolve().parents[2] / "artifacts")
+)
+
+
+class Cells(HTMLParser):
+    """Rows of the dumped DOM by a data attribute (`data-generator`, ...): their cell texts;
+    and the overview's numbers by KPI id."""
+
+    def __init__(self, attribute: str) -> None:
+        super().__init__()
+        self.attribute = attribute
+        self.rows: dict[str, list[str]] = {}
+        self.kpis: dict[str, str] = {}
+        self._row: list[str] | None = None
+        self._cell: list[str] | None = None
+        self._kpi: str | None = None
+        self._in_b = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        found = dict(attrs)
+        if tag == "tr" and found.get(self.attribute) is not None:
+            self._row = self.rows.setdefault(str(found[self.attribute]), [])
+        elif tag == "td" and self._row is not None:
+            self._cell = []
+        elif tag == "div" and (found.get("id") or "").startswith("kpi-"):
+            self._kpi = str(found["id"])[4:]
+        elif tag == "b" and self._kpi is not None:
+            self._in_b = True
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "td" and self._row is not None and self._cell is not None:
+            self._row.append("".join(self._cell))
+            self._cell = None
+        elif tag == "tr":
+            self._row = None
+        elif tag == "b":
+            self._in_b = False
+            self._kpi = None
+
+    def handle_data(self, data: str) -> None:
+        if self._cell is not None:
+            self._cell.append(data)
+        if self._in_b and self._kpi is not None:
+            self.kpis[self._kpi] = self.kpis.get(self._kpi, "") + data
+
+
+def parse(html: str, attribute: str) -> Cells:
+    cells = Cells(attribute)
+    cells.feed(html)
+    return cells
+
+
+def keep(shot: Path, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(shot, ARTIFACTS / name)
+
+
+def assert_real_picture(shot: Path, size: tuple[int, int]) -> None:
+    """A real screenshot with content: many distinct colours, not a blank page."""
+    from PIL import Image
+
+    image = Image.open(shot).convert("RGB")
+    assert image.size == size
+    colours = image.getcolors(maxcolors=1 << 20)
+    assert colours is not None and len(colours) > 50
+    dominant = max(colours)[0] / (image.size[0] * image.size[1])
+    assert dominant < 0.9, f"one colour covers {dominant:.0%} of the screenshot"
+
+
+def seed_live(db: Database, redis_url: str, now: datetime) -> dict[str, object]:
+    """The last 7 days as an operator sees them: signals from two generators in several hours,
+    executions (some failed, one pipeline failing more), signals the broker never took, dead
+    letters (one requeued), provider calls, messages waiting in a queue, health records."""
+    from kombu import Connection
+
+    live = [
+        make_signal(t, i, source=g, at=now - timedelta(hours=h))
+        for g, hours in (("gc_live", (1, 2, 30)), ("news_live", (3, 50)))
+        for h in hours
+        for i, t in enumerate(("AAPL", "NVDA"))
+    ]
+    old = [make_signal("AAPL", 0, source="gc_live", at=now - timedelta(days=9))]
+    with db.session() as session:
+        record_signals(session, live + old)
+    with db.session() as session:  # published, except 3 (the outbox backlog)
+        session.execute(update(SignalRecord).values(published_at=now))
+        session.execute(
+            update(SignalRecord)
+            .where(SignalRecord.signal_id.in_([s.signal_id for s in live[:3]]))
+            .values(published_at=None)
+        )
+    pipelines = {name: uuid.uuid4() for name in ("steady", "flaky")}
+    with db.session() as session:
+        for name, pid in pipelines.items():
+            session.add(
+                Pipeline(
+                    id=pid,
+                    owner="bob",
+                    name=name,
+                    trigger_mode="signal",
+                    scanner={"tickers": ["AAPL"]},
+                    executor="record",
+                )
+            )
+    for number, signal in enumerate(live):
+        for name, pid in pipelines.items():
+            with db.session() as session:
+                (claim,) = claims.claim_signal(
+                    session, signal_id=signal.signal_id, generation=0, pipeline_ids=[pid], now=now
+                )
+                started = claims.start(
+                    session,
+                    claim.execution_id,
+                    now=now,
+                    lease=timedelta(minutes=5),
+                    published_at=now - timedelta(milliseconds=30 + 11 * number),
+                )
+                assert started is not None
+                failed = name == "flaky" and number % 3 == 0
+                claims.finish(
+                    session,
+                    started,
+                    status="failed" if failed else "succeeded",
+                    now=now,
+                    **({"error": "HTTP 502 from the backend"} if failed else {}),
+                )
+    for _ in range(3):
+        dead_letter(db, stage="dispatch", reason="body is not UTF-8 text", body=b"\xff")
+    dead_letter(db, stage="dispatch", reason="invalid signal: tickers.0: bad", body=b"{}")
+    with db.session() as session:
+        newest = session.execute(select(func.max(DeadLetter.id))).scalar_one()
+        session.execute(update(DeadLetter).where(DeadLetter.id == newest).values(status="requeued"))
+    record_call(
+        db,
+        provider="finnhub",
+        generator="gc_live",
+        endpoint="quote",
+        calls=40,
+        at=now - timedelta(hours=2),
+    )
+    record_call(
+        db,
+        provider="finnhub",
+        generator="gc_live",
+        endpoint="quote",
+        calls=20,
+        at=now - timedelta(days=2),
+    )
+    with Connection(redis_url) as connection:
+        queue = connection.SimpleQueue("pipelines")
+        for n in range(5):
+            queue.put({"n": n})
+        queue.close()
+    record_run(
+        redis_url,
+        {"generator": "gc_live", "new": 2, "bars": 300, "needed": 205},
+        now - timedelta(seconds=20),
+    )
+    record_run(
+        redis_url,
+        {"generator": "news_live", "new": 0, "bars": 40, "needed": 205},
+        now - timedelta(seconds=20),
+    )
+    return {"pipelines": pipelines}
+
+
+def truth(db: Database, since: datetime) -> dict[str, object]:
+    """What the database says, asked directly (not through the dashboard's code)."""
+    with db.engine.connect() as connection:
+
+        def one(sql: str, **params: object) -> int:
+            return int(connection.execute(text(sql), params).scalar_one())
+
+        return {
+            "signals": one("SELECT count(*) FROM signals WHERE created_at >= :s", s=since),
+            "executions": one("SELECT count(*) FROM executions WHERE claimed_at >= :s", s=since),
+            "failed": one(
+                "SELECT count(*) FROM executions WHERE claimed_at >= :s AND status = 'failed'",
+                s=since,
+            ),
+            "outbox": one("SELECT count(*) FROM signals WHERE published_at IS NULL"),
+            "dead": one("SELECT count(*) FROM dead_letters WHERE status = 'dead'"),
+            "per_generator": dict(
+                connection.execute(
+                    text(
+                        "SELECT source, count(*) FROM signals WHERE created_at >= :s "
+                        "GROUP BY source"
+                    ),
+                    {"s": since},
+                ).all()
+            ),
+            "failed_per_pipeline": dict(
+                connection.execute(
+                    text(
+                        "SELECT CAST(pipeline_id AS TEXT), count(*) FROM executions "
+                        "WHERE claimed_at >= :s AND status = 'failed' GROUP BY pipeline_id"
+                    ),
+                    {"s": since},
+                ).all()
+            ),
+        }
+
+
+def test_dashboard_in_headless_chromium_shows_what_the_database_holds(
+    tmp_path: Path, pg_db: Database, redis_url: str, redis_client: object
+) -> None:
+    """The default page (last 7 days, hour buckets): overview, generator health, queues and
+    outbox, failures per pipeline, every number equal to the database's; screenshots kept."""
+    import redis
+
+    from generators.golden_cross import GoldenCrossConfig, GoldenCrossSignalGenerator
+    from schemas.config import GeneratorEntry
+    from signalgen.config import GeneratorSpec
+
+    binary = chromium()
+    now = datetime.now(UTC)
+    seeded = seed_live(pg_db, redis_url, now)
+    specs = {
+        name: GeneratorSpec(
+            name=name,
+            entry=GeneratorEntry(type="golden_cross", interval_seconds=60),
+            generator=GoldenCrossSignalGenerator(
+                GoldenCrossConfig(), source=name, tickers=("AAPL",)
+            ),
+        )
+        for name in ("gc_live", "news_live", "idle_live")
+    }
+    app = create_app(
+        database=pg_db,
+        redis_url=redis_url,
+        broker_url=redis_url,
+        generator_specs=specs,
+        operations_config=OperationsConfig(cost_per_call={"finnhub": 0.01}),
+    )
+    with running_server(app) as base:
+        data = httpx.get(f"{base}/dashboard/data", timeout=30).json()
+        url = f"{base}/dashboard?refresh=0"
+        dom = browser(binary, tmp_path, "--dump-dom", url)
+        shot = tmp_path / "dashboard-live.png"
+        picture = browser(
+            binary,
+            tmp_path,
+            f"--screenshot={shot}",
+            "--window-size=1400,2200",
+            "--hide-scrollbars",
+            url,
+        )
+    assert dom.returncode == 0, dom.stderr.decode()[-2000:]
+    assert picture.returncode == 0 and shot.exists(), picture.stderr.decode()[-2000:]
+    keep(shot, "dashboard-live.png")
+    html = dom.stdout.decode()
+    assert 'data-rendered="true"' in html
+
+    expected = truth(pg_db, datetime.fromisoformat(data["window"]["since"]))
+    kpis = parse(html, "data-generator").kpis
+    assert kpis["signals"] == str(expected["signals"]) == "10"
+    assert kpis["executions"] == str(expected["executions"]) == "20"
+    assert kpis["failed-executions"] == str(expected["failed"]) == "4"
+    assert kpis["outbox-backlog"] == str(expected["outbox"]) == "3"
+    assert kpis["dead-letters"] == str(expected["dead"]) == "3"
+    assert kpis["est-cost"] == "0.6000 USD"  # 60 calls in the window x 0.01
+
+    # One row per generator, each saying why it is (not) producing.
+    health = parse(html, "data-generator").rows
+    assert set(health) == {"gc_live", "news_live", "idle_live"}
+    per_generator = expected["per_generator"]
+    assert isinstance(per_generator, dict)
+    for name in ("gc_live", "news_live"):
+        assert health[name][1] == "every 60 s" and re.fullmatch(r"\d+ s ago", health[name][2])
+        row = next(r for r in data["health"]["rows"] if r["generator"] == name)
+        assert row["last_run"] == (now - timedelta(seconds=20)).isoformat()
+        assert health[name][4] == str(per_generator[name])
+    assert health["gc_live"][5] == "ok" and health["gc_live"][3] == "59 min ago"
+    assert health["news_live"][5] == "insufficient data: have 40, need 205 bars"
+    assert health["idle_live"][2:] == ["\u2013", "\u2013", "0", "never ran"]
+    assert 'data-generator="news_live" data-state="insufficient_data"' in html
+
+    # Queues: the broker's own count, and the outbox.
+    queues = parse(html, "data-queue").rows
+    assert queues["pipelines"] == [
+        "pipelines",
+        str(redis.Redis.from_url(redis_url).llen("pipelines")),
+    ]
+    assert queues["pipelines"][1] == "5" and queues["signals.dispatch"][1] == "0"
+    assert queues["outbox"] == ["outbox (not yet published)", "3"]
+
+    # Failures per pipeline: the flaky one only, with its count and error.
+    failures = parse(html, "data-pipeline").rows
+    flaky = str(seeded["pipelines"]["flaky"])  # type: ignore[index]
+    assert set(failures) == {flaky} == set(expected["failed_per_pipeline"])  # type: ignore[arg-type]
+    assert failures[flaky] == ["flaky", "bob", "4", "10", "HTTP 502 from the backend"]
+
+    # The dead-letter panel counts what the overview counts; the requeued one apart.
+    assert ">3 dead</p>" in html and "1 requeued or resolved (not counted above)" in html
+    assert (
+        "body is not UTF-8 text" in html
+        and "invalid signal" not in html.split("dead-letters")[-1].split("</section>")[0]
+    )
+
+    # Hour buckets of the last 7 days; signals drawn where they happened.
+    assert len(data["signals"]["days"]) == 168
+    drawn = sum(sum(v) for v in data["signals"]["by_type"].values())
+    assert drawn == expected["signals"]
+    assert "golden_cross (10)" in html  # the legend's total equals the database's
+    assert html.count("<circle") >= 3  # latency percentiles over time
+    # Exactly one empty state per empty section, never above a table.
+    assert "nothing recorded yet" not in html
+    assert_real_picture(shot, (1400, 2200))
+
+
 def test_dashboard_renders_populated_charts_in_headless_chromium(
     tmp_path: Path, pg_db: Database
 ) -> None:
@@ -286,11 +601,12 @@ def test_dashboard_renders_populated_charts_in_headless_chromium(
         database=pg_db,
         redis_url="redis://127.0.0.1:1/0",
         broker_url="redis://127.0.0.1:1/0",
+        generator_specs={},
         operations_config=OperationsConfig(cost_per_call={"finnhub": 0.0005}),
     )
     with running_server(app) as base:
         data = httpx.get(f"{base}/dashboard/data?days=20000&horizon=5", timeout=30).json()
-        url = f"{base}/dashboard?days=20000&horizon=5"
+        url = f"{base}/dashboard?days=20000&horizon=5&refresh=0"
         dom = browser(binary, tmp_path, "--dump-dom", url)
         shot = tmp_path / "dashboard.png"
         picture = browser(
@@ -303,6 +619,7 @@ def test_dashboard_renders_populated_charts_in_headless_chromium(
         )
     assert dom.returncode == 0, dom.stderr.decode()[-2000:]
     assert picture.returncode == 0 and shot.exists(), picture.stderr.decode()[-2000:]
+    keep(shot, "dashboard-history.png")
     html = dom.stdout.decode()
 
     # The inline script ran and drew every chart from the embedded numbers.
@@ -319,15 +636,10 @@ def test_dashboard_renders_populated_charts_in_headless_chromium(
     assert f">{outcomes['failed']}</text>" in html and f">{outcomes['succeeded']}</text>" in html
     assert f"{data['latency']['p50']:.3f} s" in html
     assert "body is not UTF-8 text" in html
-    assert "<td>golden_cross_generator</td><td>120</td><td>0</td><td>0.0600</td>" in html
+    assert (
+        '<td class="text">golden_cross_generator</td><td>120</td><td>0</td><td>0.0600</td>' in html
+    )
     assert html.count("<rect") >= 10
-
-    # A real screenshot with content: many distinct colours, not a blank page.
-    from PIL import Image
-
-    image = Image.open(shot).convert("RGB")
-    assert image.size == (1280, 1600)
-    colours = image.getcolors(maxcolors=1 << 20)
-    assert colours is not None and len(colours) > 50
-    dominant = max(colours)[0] / (image.size[0] * image.size[1])
-    assert dominant < 0.9, f"one colour covers {dominant:.0%} of the screenshot"
+    # A broker that is away is said so; the rest of the page is drawn all the same.
+    assert "queue depths unavailable: OperationalError" in html
+    assert_real_picture(shot, (1280, 1600))

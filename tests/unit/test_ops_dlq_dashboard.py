@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -18,9 +19,9 @@ from signalgen.db.models import DeadLetter, Execution
 from signalgen.http.dashboard import render
 from signalgen.marketdata.store import BarRow, BarStore
 from signalgen.marketdata.usage import record_call
-from signalgen.ops import dlq
-from signalgen.ops.config import OperationsConfig
-from signalgen.ops.dashboard import dashboard_data, hit_rates, percentile, score
+from signalgen.ops import dlq, health
+from signalgen.ops.config import Budget, Budgets, OperationsConfig
+from signalgen.ops.dashboard import LiveSources, dashboard_data, hit_rates, percentile, score
 from signalgen.ops.metrics import BusCollector
 from signalgen.ops.ratelimit import DEFERRED_COUNTER
 from tests.support.ops import T0, add_execution, add_pipeline, make_signal, record
@@ -199,13 +200,189 @@ def test_dashboard_data_and_page(sqlite_db: Database) -> None:
         sqlite_db, provider="finnhub", generator="test_gen", endpoint="quote", calls=7, at=T0
     )
     data = dashboard_data(sqlite_db, OperationsConfig(cost_per_call={"finnhub": 0.5}), now=now)
-    assert data["signals"]["by_type"] == {"golden_cross": [4]}
-    assert data["signals"]["by_ticker"] == {"AAPL": [3], "MSFT": [1]}
+    hours = data["signals"]["days"]
+    assert len(hours) == 7 * 24 and hours[-2:] == ["2026-03-02T14:00Z", "2026-03-02T15:00Z"]
+    assert data["signals"]["by_type"] == {"golden_cross": [0] * 166 + [4, 0]}
+    assert data["signals"]["by_ticker"] == {"AAPL": [0] * 166 + [3, 0], "MSFT": [0] * 166 + [1, 0]}
+    assert data["signals"]["by_generator"]["test_gen"]["count"] == 4
     assert data["executions"] == {"succeeded": 1}
+    assert data["executions_over_time"]["by_status"]["succeeded"][-2] == 1
+    assert data["outbox"]["count"] == 4  # recorded, never published
     assert data["dead_letters"]["by_reason"] == {"body is not UTF-8 text": 1}
     assert data["cost"][0]["calls"] == 7 and data["cost"][0]["cost"] == 3.5
+    assert data["cost_over_time"]["by_generator"]["test_gen"][-2] == 3.5
+    (row,) = data["health"]["rows"]
+    assert row["generator"] == "test_gen" and row["state"] == "not_configured"
+    assert row["signals"] == 4 and row["last_signal"] == "2026-03-02T14:07:00+00:00"
+    assert data["queues"]["error"] == "no broker configured"
     page = render({**data, "currency": "</script><b>"})
     assert "</script><b>" not in page and "__DASHBOARD_DATA__" not in page
+
+
+def test_overview_and_dead_letter_panel_count_the_same_rows(sqlite_db: Database) -> None:
+    """The issue saw 3 in the overview and 4 in the panel: the panel counted requeued rows."""
+    for _ in range(3):
+        dead(sqlite_db, reason="body is not UTF-8 text")
+    requeued = dead(sqlite_db, reason="invalid signal: tickers.0: bad")
+    with sqlite_db.session() as session:
+        session.execute(
+            update(DeadLetter).where(DeadLetter.id == requeued).values(status="requeued")
+        )
+    summary = dashboard_data(sqlite_db, OperationsConfig())["dead_letters"]
+    assert summary["dead"] == 3 == sum(summary["by_reason"].values())
+    assert summary["by_reason"] == {"body is not UTF-8 text": 3}
+    assert summary["total"] == 4 and summary["by_status"] == {"dead": 3, "requeued": 1}
+
+
+def test_time_series_read_only_the_window_and_survive_any_stored_time(
+    sqlite_db: Database,
+) -> None:
+    now = datetime(2026, 3, 9, 12, 30, tzinfo=UTC)
+    record(
+        sqlite_db,
+        [
+            make_signal("AAPL", 0, at=datetime(1, 1, 1, tzinfo=UTC), source="old"),
+            make_signal("AAPL", 0, at=datetime(9999, 12, 31, 23, 0, tzinfo=UTC), source="far"),
+            make_signal("AAPL", 0, at=now - timedelta(days=8), source="before"),
+            make_signal("AAPL", 0, at=now - timedelta(minutes=10), source="inside"),
+        ],
+    )
+    pipeline = add_pipeline(sqlite_db)
+    with sqlite_db.session() as session:
+        for n, (latency, status) in enumerate(
+            [
+                (float("nan"), "failed"),
+                (float("inf"), "failed"),
+                (0.25, "succeeded"),
+                (0.75, "failed"),
+            ]
+        ):
+            session.add(
+                Execution(
+                    pipeline_id=pipeline,
+                    idempotency_key=f"k{n}",
+                    status=status,
+                    latency_seconds=latency,
+                    claimed_at=now - timedelta(minutes=5),
+                    error=f"boom {n}",
+                )
+            )
+        session.add(
+            Execution(
+                pipeline_id=pipeline,
+                idempotency_key="old",
+                status="failed",
+                claimed_at=now - timedelta(days=30),
+            )
+        )
+    data = dashboard_data(sqlite_db, OperationsConfig(), now=now)
+    json.dumps(data, allow_nan=False)
+    assert data["signals"]["total"] == 1
+    assert list(data["signals"]["by_generator"]) == ["inside"]
+    assert data["executions"] == {"failed": 3, "succeeded": 1}
+    latency = data["executions_over_time"]["latency"]
+    assert latency["p50"][-1] == 0.5 and latency["p99"][-1] == pytest.approx(0.745)
+    assert all(v is None for v in latency["p50"][:-1])
+    (failing,) = data["failures"]
+    assert (failing["failed"], failing["executions"]) == (3, 4)
+    assert failing["last_error"].startswith("boom") and failing["owner"] == "alice"
+    # Every stored time in years 1..9999, whatever the window.
+    wide = dashboard_data(sqlite_db, OperationsConfig(), now=now, days=36500)
+    json.dumps(wide, allow_nan=False)
+    assert wide["window"]["unit"] == "day" and wide["signals"]["total"] == 2
+
+
+def test_generator_state_says_why_a_generator_is_silent() -> None:
+    now = datetime(2026, 3, 2, 12, tzinfo=UTC)
+    ran = {"last_run_at": (now - timedelta(seconds=30)).isoformat(), "new": "0"}
+
+    def state(record: dict[str, str], **kw: Any) -> str:
+        return health.generator_state(record, interval_seconds=60, now=now, **kw).text
+
+    assert state({}) == "never ran"
+    assert state(ran) == "ok"
+    assert state({**ran, "bars": "30", "needed": "205"}) == (
+        "insufficient data: have 30, need 205 bars"
+    )
+    assert state({**ran, "bars": "300", "needed": "205"}) == "ok"
+    assert state({**ran, "provider_error": "EntitlementError: 403"}) == (
+        "provider paused: EntitlementError: 403"
+    )
+    assert state({**ran, "failed": "ZeroDivisionError: x"}) == "failing: ZeroDivisionError: x"
+    assert state(ran, budget_paused="hour", budget_text=" (3 of 3 calls)") == (
+        "budget: hour spent (3 of 3 calls)"
+    )
+    stale = {"last_run_at": (now - timedelta(seconds=600)).isoformat()}
+    assert state(stale) == "late: no run for 600 s"
+    assert state({"last_run_at": "garbage"}) == "never ran"
+
+
+def test_health_records_written_by_runs_reach_the_table(
+    sqlite_db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from signalgen.config import load_generators
+    from signalgen.settings import Settings
+
+    specs = load_generators(Settings())
+    name = next(n for n, s in specs.items() if s.entry.enabled and s.generator.inputs == "bars")
+    client = fakeredis.FakeRedis()
+    monkeypatch.setitem(health._clients, (os.getpid(), "redis://health-test"), client)
+    now = datetime.now(UTC)
+    health.record_run(
+        "redis://health-test",
+        {"generator": name, "new": 0, "bars": 12, "needed": 205},
+        now - timedelta(seconds=5),
+    )
+    config = OperationsConfig(budgets=Budgets(generators={"budgeted": Budget(calls_per_hour=2)}))
+    record_call(sqlite_db, provider="finnhub", generator="budgeted", endpoint="quote", calls=2)
+    record(sqlite_db, [make_signal("AAPL", 0, at=now - timedelta(minutes=1), source="budgeted")])
+    live = LiveSources(redis_client=client, generators=specs)
+    rows = {
+        r["generator"]: r for r in dashboard_data(sqlite_db, config, live=live)["health"]["rows"]
+    }
+    assert rows[name]["state_text"] == "insufficient data: have 12, need 205 bars"
+    assert rows[name]["schedule"] == f"every {specs[name].interval_seconds} s"
+    assert rows[name]["last_run"] == (now - timedelta(seconds=5)).isoformat()
+    assert rows["budgeted"]["state"] == "not_configured"
+    # A configured generator whose budget is spent shows it, whatever its last run said.
+    live = LiveSources(redis_client=client, generators={**specs, "budgeted": specs[name]})
+    rows = {
+        r["generator"]: r for r in dashboard_data(sqlite_db, config, live=live)["health"]["rows"]
+    }
+    assert rows["budgeted"]["state_text"] == "budget: hour spent (2 of 2 calls)"
+    assert rows["budgeted"]["signals"] == 1
+
+
+def test_a_run_reports_the_bars_it_had_against_the_bars_it_needs(sqlite_db: Database) -> None:
+    from generators.base import Tick
+    from generators.golden_cross import GoldenCrossConfig, GoldenCrossSignalGenerator
+    from schemas.config import GeneratorEntry
+    from signalgen.config import GeneratorSpec
+    from signalgen.publishing import KombuPublisher
+    from signalgen.runtime import build_resources, run_generator
+    from signalgen.settings import Settings
+
+    store = BarStore(sqlite_db)
+    start = date(2026, 2, 2)
+    store.upsert_bars(
+        "AAPL",
+        [BarRow(start + timedelta(days=i), 10, 10, 10, 10, 1.0) for i in range(12)],
+        source="test",
+    )
+    generator = GoldenCrossSignalGenerator(
+        GoldenCrossConfig(sma_short=5, sma_long=20), source="gc", tickers=("AAPL",)
+    )
+    spec = GeneratorSpec(
+        name="gc",
+        entry=GeneratorEntry(type="golden_cross", interval_seconds=60),
+        generator=generator,
+    )
+    resources = build_resources(
+        Settings(), specs={"gc": spec}, database=sqlite_db, publisher=KombuPublisher("memory://")
+    )
+    result = run_generator(spec, Tick.for_slot(datetime.now(UTC), 60), resources).as_dict()
+    assert (result["bars"], result["needed"]) == (12, generator.lookback())
+    assert generator.lookback() > 12 and result["provider_error"] is None
 
 
 # -- metrics --------------------------------------------------------------------------------
