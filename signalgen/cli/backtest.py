@@ -3,7 +3,8 @@
 GENERATOR is a registry type (`golden_cross`: its default settings) or an instance name from
 config/generators.json (its configured settings and its name as `source`). `--set key=value`
 overrides one setting; the value is read as JSON (`--set sma_short=20`, `--set seed=null`) and
-taken as a plain string when it is not JSON (`--set timeframe=D`).
+taken as a plain string when it is not JSON (`--set timeframe=D`). `--report DIR` writes a chart
+(signals by bias, thinned when dense) and a Markdown event study: `signalgen.backtest_report`.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from generators import Bars, BaseSignalGenerator, default_registry
-from schemas.signal import Signal, validate_ticker
+from schemas.signal import validate_ticker
 
 
 def read_bars_csv(path: Path, ticker: str) -> Bars:
@@ -135,49 +136,14 @@ def _ticker_from_path(path: Path) -> str:
     return path.stem.split("_")[0].upper()
 
 
-def plot_backtest(
-    path: Path, bars: Bars, signals: list[Signal], generator: BaseSignalGenerator[Any]
-) -> None:
-    """Close, both SMAs (when the generator has them) and a marker on each signal's bar."""
+def _require_matplotlib() -> None:
+    """A one-line error naming the extra when matplotlib is missing."""
     try:
-        import matplotlib
+        import matplotlib  # noqa: F401
     except ImportError:
         raise click.ClickException(
-            "--plot needs matplotlib: pip install 'signal-generator[plot]'"
+            "--plot and --report need matplotlib: pip install 'signal-generator[plot]'"
         ) from None
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from generators.indicators import sma
-
-    days = bars.dates.astype("datetime64[D]")
-    close = bars.close[0]
-    figure, axes = plt.subplots(figsize=(12, 6))
-    axes.plot(days, close, color="0.45", linewidth=0.8, label="close")
-    for attribute, color in (("sma_short", "tab:orange"), ("sma_long", "tab:blue")):
-        window = getattr(generator.config, attribute, None)
-        if isinstance(window, int):
-            axes.plot(
-                days, sma(bars.close, window)[0], color=color, linewidth=1.2, label=f"SMA {window}"
-            )
-    index = {day: i for i, day in enumerate(days.tolist())}
-    marks = [index[s.event_time.date()] for s in signals if s.event_time.date() in index]
-    if marks:
-        axes.scatter(
-            days[marks],
-            close[marks],
-            marker="^",
-            color="tab:green",
-            s=80,
-            zorder=3,
-            label=f"{generator.name} ({len(marks)})",
-        )
-    axes.set_title(f"{bars.tickers[0]}: {generator.source} backtest")
-    axes.legend(loc="upper left")
-    axes.grid(alpha=0.3)
-    figure.autofmt_xdate()
-    figure.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(figure)
 
 
 @click.command("backtest")
@@ -201,7 +167,20 @@ def plot_backtest(
     "--plot",
     "plot_path",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Write a PNG of close, SMAs and signals.",
+    help="Write a PNG: close, SMAs, signals by bias (thinned when dense), event study.",
+)
+@click.option(
+    "--report",
+    "report_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Write TICKER_SOURCE.png and TICKER_SOURCE.md (event-study table) into this directory.",
+)
+@click.option(
+    "--seed",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Seed of the event study's random-date baseline and bootstrap intervals.",
 )
 @click.option("-v", "--verbose", is_flag=True, help="Show the generator's log events.")
 def backtest(
@@ -210,6 +189,8 @@ def backtest(
     ticker: str | None,
     sets: tuple[str, ...],
     plot_path: Path | None,
+    report_dir: Path | None,
+    seed: int,
     verbose: bool,
 ) -> None:
     """Replay daily bars one day at a time; print each distinct signal as one JSON line."""
@@ -236,6 +217,15 @@ def backtest(
         f"{ticker} ({bars.day(0)} to {bars.day(bars.n_bars - 1)})",
         err=True,
     )
+    if plot_path is None and report_dir is None:
+        return
+    _require_matplotlib()
+    from signalgen.backtest_report import save_chart, study_backtest, write_report
+
+    result = study_backtest(bars, signals, generator, seed=seed)
     if plot_path is not None:
-        plot_backtest(plot_path, bars, signals, generator)
+        save_chart(result, plot_path)
         click.echo(f"plot written to {plot_path}", err=True)
+    if report_dir is not None:
+        chart, report = write_report(result, report_dir, bars_name=bars_path.name)
+        click.echo(f"report written to {report} (chart {chart})", err=True)
