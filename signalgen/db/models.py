@@ -174,6 +174,8 @@ class Execution(Base):
     __table_args__ = (
         UniqueConstraint("pipeline_id", "idempotency_key"),
         Index("ix_executions_pipeline_claimed", "pipeline_id", "claimed_at"),
+        # The dashboard's window (executions per hour, failures per pipeline, last 7 days).
+        Index("ix_executions_claimed_at", "claimed_at"),
     )
 
 
@@ -192,6 +194,14 @@ class Replay(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
     force: Mapped[bool] = mapped_column(Boolean, default=False)
     request: Mapped[dict[str, Any]] = mapped_column(JSON)
+    #: queued (asked for over the API, not started), running, finished, failed; `unknown` for
+    #: replays recorded before outcomes were (migration 0005).
+    status: Mapped[str] = mapped_column(String(16), default="running", server_default="unknown")
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    #: The counts of `ReplayResult.as_dict()` once finished (planned, run, skipped, ...).
+    outcome: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class ReplayGeneration(Base):

@@ -37,7 +37,9 @@ from schemas.api import (
     PipelineUpdate,
     Ready,
     ReplayAccepted,
+    ReplayCounts,
     ReplayCreate,
+    ReplayOut,
     SignalDetail,
     SignalPage,
 )
@@ -500,10 +502,16 @@ def get_signal(signal_id: uuid.UUID, principal: PrincipalDep, session: SessionDe
     responses={**OBJECT_ERRORS, 503: {"description": "the broker is unavailable"}},
 )
 def create_replay(
-    body: ReplayCreate, request: Request, principal: PrincipalDep, session: SessionDep
+    body: ReplayCreate,
+    request: Request,
+    response: Response,
+    principal: PrincipalDep,
+    session: SessionDep,
 ) -> ReplayAccepted:
     """Request a replay (the `signals.replay` task) of stored signals for your pipelines.
-    A pipeline id that is not yours is 404; with no `pipeline_ids`, all of yours."""
+    A pipeline id that is not yours is 404; with no `pipeline_ids`, all of yours. The replay is
+    recorded as `queued` first: read its status and counts at `Location`
+    (`GET /api/v1/replays/{replay_id}`)."""
     from dispatcher import replay as replaying
 
     wanted = list(dict.fromkeys(body.pipeline_ids))
@@ -527,17 +535,76 @@ def create_replay(
     )
     data["requested_by"] = f"api:{principal.user}"  # recorded in `replays`
     try:
-        replaying.parse_request(data)
+        parsed = replaying.parse_request(data)
     except replaying.InvalidReplay as exc:
         raise RequestValidationError(
             [{"type": "value_error", "loc": ("body",), "msg": str(exc)}]
         ) from None
+    db = get_db(request)
+    # Recorded (committed) before the task is sent, so a worker that starts it at once finds it.
+    replay_id = replaying.queue_replay(db, parsed, datetime.now(UTC))
     try:
-        task_id = send_replay(get_broker_url(request), data)
+        task_id = send_replay(get_broker_url(request), {**data, "replay_id": str(replay_id)})
     except Exception as exc:
         log_event(logger, "replay_not_sent", logging.ERROR, reason=f"{type(exc).__name__}: {exc}")
+        replaying.finish_replay(
+            db, replay_id, None, datetime.now(UTC), error="not sent: the broker was unavailable"
+        )
         raise HTTPException(503, detail="the broker is unavailable; try again") from None
-    return ReplayAccepted(task_id=task_id, pipeline_ids=pipeline_ids, request=data)
+    status_url = f"{v1}/replays/{replay_id}"
+    response.headers["Location"] = status_url
+    return ReplayAccepted(
+        replay_id=replay_id,
+        status_url=status_url,
+        task_id=task_id,
+        pipeline_ids=pipeline_ids,
+        request=data,
+    )
+
+
+@router.get(
+    f"{v1}/replays/{{replay_id}}",
+    response_model=ReplayOut,
+    tags=["replays"],
+    responses=OBJECT_ERRORS,
+)
+def get_replay(replay_id: uuid.UUID, principal: PrincipalDep, session: SessionDep) -> ReplayOut:
+    """A replay's status and outcome (planned, run, skipped, ...). Only whoever asked for it
+    (or an admin) may read it; anyone else gets 404."""
+    from signalgen.db.models import Replay
+
+    row = session.get(Replay, replay_id)
+    if row is None or not (principal.is_admin or row.requested_by == f"api:{principal.user}"):
+        raise NOT_FOUND
+    outcome = row.outcome
+    counts = None
+    if outcome is not None:
+        counts = ReplayCounts(
+            signals=outcome.get("signals", 0),
+            matched=outcome.get("matched", 0),
+            planned=outcome.get("to_run", 0),
+            run=outcome.get("enqueued", 0),
+            skipped=outcome.get("skipped", 0),
+            claimed=outcome.get("claimed", 0),
+            rearmed=outcome.get("rearmed", 0),
+            reenqueued=outcome.get("reenqueued", 0),
+            forced=outcome.get("forced", 0),
+            unparseable=outcome.get("unparseable", 0),
+        )
+    return ReplayOut.model_validate(
+        {
+            "replay_id": row.id,
+            "status": row.status,
+            "requested_by": row.requested_by,
+            "created_at": row.created_at,
+            "started_at": row.started_at,
+            "finished_at": row.finished_at,
+            "force": row.force,
+            "request": row.request,
+            "outcome": counts,
+            "error": row.error,
+        }
+    )
 
 
 def send_replay(broker_url: str, kwargs: dict[str, Any]) -> str:
@@ -563,7 +630,8 @@ def send_replay(broker_url: str, kwargs: dict[str, Any]) -> str:
     responses={503: {"model": Ready, "description": "a dependency is unavailable"}},
 )
 def readyz(request: Request, response: Response) -> Ready:
-    """Ready when the database answers and Redis (rate limits, index version) does."""
+    """Ready when the database answers, Redis (rate limits, index version) does, and the
+    configuration files (watchlist, generators) load."""
     checks: dict[str, str] = {}
     try:
         with get_db(request).session() as session:
@@ -576,6 +644,13 @@ def readyz(request: Request, response: Response) -> Ready:
         checks["redis"] = "ok"
     except Exception as exc:
         checks["redis"] = f"{type(exc).__name__}"
+    from signalgen.settings import get_settings
+    from signalgen.startup import configuration_problem
+
+    problem = configuration_problem(get_settings())
+    checks["config"] = "ok" if problem is None else "invalid"
+    if problem is not None:  # the file and field in the log, not in an unauthenticated answer
+        log_event(logger, "config_invalid", logging.WARNING, problem=problem)
     ready = all(value == "ok" for value in checks.values())
     if not ready:
         response.status_code = 503

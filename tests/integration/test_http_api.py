@@ -300,7 +300,10 @@ def test_keys_missing_wrong_revoked_and_admin(api: Api) -> None:
         assert anonymous.get("/healthz").status_code == 200
         ready = anonymous.get("/readyz")
         assert ready.status_code == 200
-        assert ready.json() == {"status": "ready", "checks": {"database": "ok", "redis": "ok"}}
+        assert ready.json() == {
+            "status": "ready",
+            "checks": {"database": "ok", "redis": "ok", "config": "ok"},
+        }
 
     with api.client("alice") as alice, api.client("root") as root, api.client("bob") as bob:
         mine = alice.post("/api/v1/pipelines", json=SIGNAL_PIPELINE).json()
