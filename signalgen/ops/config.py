@@ -94,7 +94,7 @@ class RateLimits(BaseModel):
 
 
 #: Task-name prefixes and queues that belong to this service: never a user's Celery executor.
-RESERVED_TASK_PREFIXES = ("signals.", "pipelines.", "celery.")
+RESERVED_TASK_PREFIXES = ("signals.", "pipelines.", "marketdata.", "celery.")
 RESERVED_QUEUES = frozenset(
     {"generate", "signals", "signals.dispatch", "pipelines", "dispatch", "celery"}
 )

@@ -288,6 +288,7 @@ OWN_TASKS = frozenset(
         "signals.repair",
         "pipelines.execute",
         "pipelines.fire_periodic",
+        "marketdata.backfill",
     }
 )
 _UNKNOWN_TASK = "unknown task"
