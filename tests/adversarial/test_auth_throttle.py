@@ -35,6 +35,9 @@ from tests.support.api_server import running_server
 pytestmark = pytest.mark.integration
 
 LIMIT = 5
+#: Windows are fixed and epoch-aligned: a long one keeps a burst of attempts inside one window
+#: (a 60 s window was crossed mid-burst about once in a few dozen runs).
+WINDOW = 3600
 TV_SECRET = "throttle-tradingview-secret-0123456789"
 HMAC_SECRET = "throttle-partner-secret-0123456789abc"
 
@@ -64,7 +67,7 @@ def serve(pg_db: Database, redis_url: str, redis_client: Any) -> Iterator[Any]:
     event.listen(pg_db.engine, "before_cursor_execute", count)
     servers: list[Any] = []
 
-    def start(per_address: int = LIMIT, per_key: int = LIMIT, window: int = 60) -> Service:
+    def start(per_address: int = LIMIT, per_key: int = LIMIT, window: int = WINDOW) -> Service:
         app = create_app(
             database=pg_db,
             redis_url=redis_url,
@@ -101,7 +104,7 @@ def wrong_key(prefix: str = "sg_") -> str:
     return key[: len("sg_") + 43]
 
 
-def retry_after(response: httpx.Response, window: int = 60) -> int:
+def retry_after(response: httpx.Response, window: int = WINDOW) -> int:
     assert response.status_code == 429, (response.status_code, response.text)
     value = int(response.headers["Retry-After"])
     assert 1 <= value <= window
