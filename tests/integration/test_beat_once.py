@@ -1,9 +1,9 @@
-"""Beat sends each slot once: a beat restarted within a slot (after SIGKILL, so its schedule file
-never recorded the send) and a second beat started in it send nothing more for that slot; the
-next slot is sent once. Real `celery -A tasks beat` processes on Redis, no worker: the sends are
-the task messages waiting in their queues, each `signals.generate` carrying the moment beat sent
-it (`slot_time`), from which its slot follows; and, for every entry, beat's own "Sending due task"
-lines, each stamped with the time it was sent.
+"""Beat sends each slot once: a beat restarted within a slot (after SIGKILL, its schedule file
+lost, so nothing local records the send) and a second beat started in it send nothing more for
+that slot; the next slot is sent once. Real `celery -A tasks beat` processes on Redis, no
+worker: the sends are the task messages waiting in their queues, each `signals.generate`
+carrying the moment beat sent it (`slot_time`), from which its slot follows; and, for every
+entry, beat's own "Sending due task" lines, each stamped with the time it was sent.
 """
 
 from __future__ import annotations
@@ -107,8 +107,11 @@ def test_a_restarted_and_a_second_beat_do_not_send_a_slot_again(
     first = start_beat(env, tmp_path / "a.log", tmp_path / "a-schedule")
     beats.append(first)
     first.wait_for("Sending due task generate:mock_generator", timeout=INTERVAL)
-    first.kill()  # SIGKILL: beat's schedule file still says "never sent"
-    restarted = start_beat(env, tmp_path / "a2.log", tmp_path / "a-schedule")
+    first.kill()
+    # Restarted with its schedule file lost (a container without its volume, `signalgen dev`):
+    # beat syncs that file right after its first send, so keeping it would race the SIGKILL;
+    # a fresh file is the case a killed-before-sync beat also finds, every time.
+    restarted = start_beat(env, tmp_path / "a2.log", tmp_path / "a2-schedule")
     second = start_beat(env, tmp_path / "b.log", tmp_path / "b-schedule")
     beats.extend([restarted, second])
     for beat in (restarted, second):  # each found the slot due, and already sent
