@@ -1,33 +1,82 @@
 """The claims table (`executions`): one row per (pipeline, idempotency key), ever.
 
-Every function takes the session explicitly; the caller owns the transaction.
+Every function takes the session explicitly; the caller owns the transaction. This module is
+the one place that knows PostgreSQL from SQLite: callers use the same functions on both
+(`record_and_claim`, `start_with_context`, `mark_enqueued`, `finish`), and each SQL statement
+is written once here.
 
     claimed ──(task message published)──▶ enqueued ──(a worker starts it)──▶ running
     running ──▶ succeeded | failed | skipped
 
 - Claims are made in batches with `INSERT .. ON CONFLICT DO NOTHING RETURNING`: of two
-  dispatchers claiming the same (pipeline, key), exactly one gets the row back.
-- A row still `claimed` means a dispatcher may have died between claim and enqueue; the same
-  signal redelivered re-enqueues such rows (`leftover_signal_claims`), and the periodic sweep
-  (`stale_executions`) re-enqueues old ones. An extra task message for a row is harmless:
+  dispatchers claiming the same (pipeline, key), exactly one gets the row back. A signal's
+  claims are born `enqueued` (commit 1 below); periodic slots and replays are `claimed` first.
+- A row still `claimed` means its message may not have been sent (a dispatcher died between
+  claim and enqueue, or the send failed); the same signal redelivered re-enqueues such rows
+  (`leftover_signal_claims`), and the periodic sweep (`stale_executions`) re-enqueues old ones.
+  A row `enqueued` long ago that nobody started is re-sent by the repair sweep. An extra task
+  message for a row is harmless:
 - `start` is a conditional UPDATE: claimed/enqueued → running happens once. A `running` row
   whose lease ran out (its worker died) can be taken over, with a new attempt number; `finish`
   only lands for the attempt that holds the row, so a late, superseded runner cannot overwrite.
+
+Commits, and why each is as durable as it is (PostgreSQL; dispatcher/service.py has the order
+of the steps, tests/faults/test_commit_crashes.py SIGKILLs a worker between each pair of them).
+A signal's execution takes three transactions: two wait for the WAL flush, one does not
+(`SET LOCAL synchronous_commit TO OFF`, `_commit_asynchronously`). Before, it took four, three
+of them synchronous: the claims, `enqueued` after the send, `start`, `finish`.
+
+1. The claims (`record_and_claim`): synchronous, and the rows are born `enqueued`: the row is
+   the outbox record of the message owed, sent once this transaction commits. Lost, the signal
+   would be unrecorded while its raw message is acked, and nothing would claim it again.
+   - A crash between this commit and the send leaves `enqueued` rows without messages: the
+     repair sweep (dispatcher/repair.py, `stalled_executions`) sends them again once they are
+     older than its grace, and nothing else can: no row is lost. A message sent twice (the
+     crash came after the send) is absorbed by `start`: none runs twice.
+   - A send that fails (the broker refused, an exception rather than a crash) sets the rows
+     back to `claimed` (`release_unsent`), so the signal's retry re-sends them at once
+     (`leftover_signal_claims`), as before; the periodic sweep takes `claimed` rows after
+     `claimed_grace`. Were that update itself lost, the rows stay `enqueued`: the repair
+     sweep's case above.
+   - The cost: after a crash (not an error) in that window, recovery waits for the repair
+     grace (`REPAIR_GRACE_SECONDS`, 300 s by default) where a `claimed` row waited for
+     `claimed_grace` (60 s). A worker crash is rare; a transaction per signal is not.
+2. `start`: synchronous, before any side effect. Lost after the side effect had begun, a second
+   worker could take the row as attempt 1 without the lease that now protects it.
+3. `finish`: asynchronous. Only a crash of the PostgreSQL *server* (or its host) loses an
+   acknowledged asynchronous commit, within 3 x `wal_writer_delay` of it: a killed worker or a
+   terminated backend does not, the WAL record is already in the server's buffers and its WAL
+   writer flushes it. Lost, the row is back to `running` for the attempt that ran: the state a
+   worker leaves when it dies between its side effect and `finish`, which the lease takeover
+   already handles (a new attempt with the same idempotency key, which the executors send as
+   `X-Idempotency-Key` and the Celery task id so a receiver drops the repeat). A worker
+   killed before its COMMIT reached the server leaves it rolled back: the same takeover. So
+   the relaxation widens an existing window, for server crashes only, by a fraction of a
+   second, and takes one fsync wait per execution off the hot path.
+
+`mark_enqueued` (periodic slots, and signal claims re-sent after a failed send) is
+asynchronous too: lost, the rows are `claimed` again, the periodic sweep re-sends them and
+`start` absorbs the extra message.
 """
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Table, and_, bindparam, or_, select, text, update
+from sqlalchemy import BigInteger, Table, and_, any_, bindparam, or_, select, text, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
+from schemas.statuses import STARTABLE, DispatchStatus, ExecutionStatus
 from signalgen.db import insert_ignore
-from signalgen.db.models import Execution, Pipeline, SignalRecord
+from signalgen.db.models import Execution, Pipeline, SignalRecord, SignalTicker
+
+_EXECUTIONS: Table = Execution.__table__  # type: ignore[assignment]
 
 #: Rows per INSERT statement (PostgreSQL allows 65,535 bind parameters per statement).
 CLAIM_BATCH = 2000
@@ -72,14 +121,37 @@ def _insert_claims(session: Session, rows: list[dict[str, Any]]) -> list[Claim]:
     return claims
 
 
-_PG_CLAIM_SIGNAL = text("""
+#: Claim (pipeline, signal key) for every pipeline id of an array parameter: one statement for
+#: any number of claims. Used alone (`claim_signal`) and inside the dispatch statement below.
+_PG_CLAIM_SIGNAL_SQL = """
     INSERT INTO executions (pipeline_id, idempotency_key, signal_id, generation, status,
-                            attempts, claimed_at)
-    SELECT pipeline_id, :key, :signal_id, :generation, 'claimed', 0, :now
+                            attempts, claimed_at, enqueued_at)
+    SELECT pipeline_id, :key, :signal_id, :generation, :status, 0, :now, :enqueued_at
     FROM unnest(CAST(:pipeline_ids AS uuid[])) AS pipeline_id
     ON CONFLICT (pipeline_id, idempotency_key) DO NOTHING
     RETURNING id, pipeline_id
-""")
+"""
+_PG_CLAIM_SIGNAL = text(_PG_CLAIM_SIGNAL_SQL)
+
+
+def _claim_rows(
+    signal_id: uuid.UUID,
+    generation: int,
+    pipeline_ids: Iterable[Hashable],
+    now: datetime,
+    enqueued: bool,
+) -> dict[str, Any]:
+    """The columns of new signal claims; `enqueued`: born `enqueued` (their messages are sent
+    right after the claiming transaction commits: see `record_and_claim`)."""
+    return {
+        "key": signal_key(signal_id, generation),
+        "signal_id": signal_id,
+        "generation": generation,
+        "status": (ExecutionStatus.ENQUEUED if enqueued else ExecutionStatus.CLAIMED).value,
+        "now": now,
+        "enqueued_at": now if enqueued else None,
+        "pipeline_ids": list(pipeline_ids),
+    }
 
 
 def claim_signal(
@@ -89,39 +161,33 @@ def claim_signal(
     generation: int,
     pipeline_ids: Iterable[Hashable],
     now: datetime,
+    enqueued: bool = False,
 ) -> list[Claim]:
-    """Claim (pipeline, signal) for each pipeline; return only the rows this call created."""
-    key = signal_key(signal_id, generation)
-    if session.get_bind().dialect.name == "postgresql":
+    """Claim (pipeline, signal) for each pipeline; return only the rows this call created.
+    They are `claimed`, or with `enqueued` born `enqueued` (see `record_and_claim`)."""
+    params = _claim_rows(signal_id, generation, pipeline_ids, now, enqueued)
+    if _is_postgresql(session):
         # One statement with an array parameter: 10,000 claims in tens of milliseconds,
         # where a VALUES list costs seconds of statement building and parameter binding.
-        result = session.execute(
-            _PG_CLAIM_SIGNAL,
-            {
-                "key": key,
-                "signal_id": signal_id,
-                "generation": generation,
-                "now": now,
-                "pipeline_ids": list(pipeline_ids),
-            },
-        )
+        result = session.execute(_PG_CLAIM_SIGNAL, params)
         return [Claim(row.id, row.pipeline_id) for row in result]
     rows = [
         {
             "pipeline_id": pid,
-            "idempotency_key": key,
+            "idempotency_key": params["key"],
             "signal_id": signal_id,
             "generation": generation,
-            "status": "claimed",
+            "status": params["status"],
             "attempts": 0,
             "claimed_at": now,
+            "enqueued_at": params["enqueued_at"],
         }
-        for pid in pipeline_ids
+        for pid in params["pipeline_ids"]
     ]
     return _insert_claims(session, rows)
 
 
-_PG_DISPATCH_SIGNAL = text("""
+_PG_DISPATCH_SIGNAL = text(f"""
     WITH recorded AS (
         INSERT INTO signals (signal_id, signal_type, source, tickers, event_time, created_at,
                              recorded_at, payload, routing_key, published_at, publish_attempts,
@@ -138,22 +204,15 @@ _PG_DISPATCH_SIGNAL = text("""
         FROM unnest(CAST(:tickers AS varchar[])) AS ticker, recorded
         WHERE recorded.inserted
         ON CONFLICT DO NOTHING
-    ), claimed AS (
-        INSERT INTO executions (pipeline_id, idempotency_key, signal_id, generation, status,
-                                attempts, claimed_at)
-        SELECT pipeline_id, :key, :signal_id, 0, 'claimed', 0, :now
-        FROM unnest(CAST(:pipeline_ids AS uuid[])) AS pipeline_id
-        ON CONFLICT (pipeline_id, idempotency_key) DO NOTHING
-        RETURNING id, pipeline_id
-    )
+    ), claimed AS ({_PG_CLAIM_SIGNAL_SQL})
     SELECT claimed.id, claimed.pipeline_id, recorded.inserted, recorded.published_at
     FROM recorded LEFT JOIN claimed ON true
-""")
+""")  # noqa: S608 (the interpolated text is the constant above; values are bound parameters)
 
 
 @dataclass(frozen=True)
 class Dispatched:
-    """What `record_and_claim_pg` did: the new claims, and the signal row as it now stands."""
+    """What `record_and_claim` did: the new claims, and the signal row as it now stands."""
 
     claims: list[Claim]
     #: True when this call recorded the signal (it had not been seen).
@@ -162,7 +221,7 @@ class Dispatched:
     published_at: datetime | None
 
 
-def record_and_claim_pg(
+def record_and_claim(
     session: Session,
     *,
     signal: Any,
@@ -171,32 +230,49 @@ def record_and_claim_pg(
     pipeline_ids: Sequence[Hashable],
     now: datetime,
 ) -> Dispatched:
-    """PostgreSQL, one round trip: record the signal if absent (with its ticker index), set its
-    dispatch outcome, and claim (pipeline, signal) generation 0 for every match.
+    """Record the signal if absent (with its ticker index; `published_at` is what a new row
+    gets), set its dispatch outcome, and claim (pipeline, signal) generation 0 for every match.
 
-    The same effects as `service._record_signal` + `claim_signal` + the outcome update, which
-    took five statements; a dispatched signal is on the hot path of every pipeline wake-up.
-    Generation 0 only: a higher one is claimed by a recorded replay (dispatcher/replay.py)."""
-    import json
+    The new claims are born `enqueued`: the caller sends their messages once this transaction
+    has committed, and on a failed send sets them back with `release_unsent`. (This is the
+    transactional outbox: the row is the record of a message owed; see the module docstring,
+    commit 1, for a crash between the commit and the send.)
 
+    PostgreSQL: one round trip (a dispatched signal is on the hot path of every pipeline
+    wake-up); elsewhere the same effects in five statements. Generation 0 only: a higher one is
+    claimed by a recorded replay (dispatcher/replay.py)."""
+    outcome = DispatchStatus.DISPATCHED if pipeline_ids else DispatchStatus.UNMATCHED
+    if not _is_postgresql(session):
+        inserted, stored = _record_signal(session, signal, payload, published_at, now)
+        new = claim_signal(
+            session,
+            signal_id=signal.signal_id,
+            generation=0,
+            pipeline_ids=pipeline_ids,
+            now=now,
+            enqueued=True,
+        )
+        session.execute(
+            update(SignalRecord)
+            .where(SignalRecord.signal_id == signal.signal_id)
+            .values(dispatch_status=outcome, matched_count=len(pipeline_ids), dispatched_at=now)
+        )
+        return Dispatched(new, inserted, stored)
     rows = session.execute(
         _PG_DISPATCH_SIGNAL,
         {
-            "signal_id": signal.signal_id,
+            **_claim_rows(signal.signal_id, 0, pipeline_ids, now, enqueued=True),
             "signal_type": signal.signal_type.value,
             "source": signal.source,
             "tickers_json": json.dumps(list(signal.tickers)),
             "tickers": list(signal.tickers),
             "event_time": signal.event_time,
             "created_at": signal.timestamp,
-            "now": now,
             "payload": payload,
             "routing_key": signal.routing_key,
             "published_at": published_at,
-            "dispatch_status": "dispatched" if pipeline_ids else "unmatched",
+            "dispatch_status": outcome.value,
             "matched_count": len(pipeline_ids),
-            "key": signal_key(signal.signal_id, 0),
-            "pipeline_ids": list(pipeline_ids),
         },
     ).all()
     first = rows[0]  # `recorded` always returns its one row (inserted or updated)
@@ -207,6 +283,62 @@ def record_and_claim_pg(
     )
 
 
+def _record_signal(
+    session: Session, signal: Any, payload: str, published_at: datetime, now: datetime
+) -> tuple[bool, datetime | None]:
+    """Not PostgreSQL: insert the signal if absent (it may come from another publisher than
+    ours), `pending` until the caller records the outcome. (inserted, the row's published_at)."""
+    dialect = session.get_bind().dialect.name
+    row = {
+        "signal_id": signal.signal_id,
+        "signal_type": signal.signal_type.value,
+        "source": signal.source,
+        "tickers": list(signal.tickers),
+        "event_time": signal.event_time,
+        "created_at": signal.timestamp,
+        "recorded_at": now,
+        "payload": payload,
+        "routing_key": signal.routing_key,
+        "published_at": published_at,
+        "publish_attempts": 0,
+        "dispatch_status": DispatchStatus.PENDING.value,
+    }
+    signals = SignalRecord.__table__
+    inserted = session.execute(
+        insert_ignore(signals, dialect, [row], ["signal_id"]).returning(signals.c.signal_id)
+    ).first()
+    if inserted is None:
+        stored = session.execute(
+            select(SignalRecord.published_at).where(SignalRecord.signal_id == signal.signal_id)
+        ).scalar_one_or_none()
+        return False, stored
+    session.execute(
+        insert_ignore(
+            SignalTicker.__table__,
+            dialect,
+            [
+                {"ticker": t, "created_at": signal.timestamp, "signal_id": signal.signal_id}
+                for t in signal.tickers
+            ],
+        )
+    )
+    return True, published_at
+
+
+def _is_postgresql(session: Session) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+def _commit_asynchronously(session: Session) -> None:
+    """PostgreSQL: this transaction's COMMIT does not wait for the WAL flush (see the module
+    docstring for which commits may, and why). No-op elsewhere."""
+    if _is_postgresql(session):
+        session.execute(_ASYNCHRONOUS_COMMIT)
+
+
+_ASYNCHRONOUS_COMMIT = text("SET LOCAL synchronous_commit TO OFF")
+
+
 def leftover_signal_claims(
     session: Session, *, signal_id: uuid.UUID, generation: int, exclude: Iterable[int] = ()
 ) -> list[Claim]:
@@ -215,7 +347,7 @@ def leftover_signal_claims(
     statement = select(Execution.id, Execution.pipeline_id).where(
         Execution.signal_id == signal_id,
         Execution.generation == generation,
-        Execution.status == "claimed",
+        Execution.status == ExecutionStatus.CLAIMED,
     )
     return [Claim(r.id, r.pipeline_id) for r in session.execute(statement) if r.id not in excluded]
 
@@ -231,7 +363,7 @@ def claim_slots(
             "slot": slot,
             "signal_id": None,
             "generation": 0,
-            "status": "claimed",
+            "status": ExecutionStatus.CLAIMED.value,
             "attempts": 0,
             "claimed_at": now,
         }
@@ -240,29 +372,43 @@ def claim_slots(
     return _insert_claims(session, rows)
 
 
-_PG_MARK_ENQUEUED = text(
-    "UPDATE executions SET status = 'enqueued', enqueued_at = :now "
-    "WHERE id = ANY(CAST(:ids AS bigint[])) AND status = 'claimed'"
-)
+def _mark_enqueued_update(ids_match: Any) -> Any:
+    table = _EXECUTIONS
+    return (
+        update(table)
+        .where(ids_match, table.c.status == ExecutionStatus.CLAIMED)
+        .values(status=ExecutionStatus.ENQUEUED, enqueued_at=bindparam("now"))
+    )
 
 
 def mark_enqueued(session: Session, execution_ids: Sequence[int], *, now: datetime) -> int:
-    """claimed → enqueued for rows whose task message is on the broker. Returns rows changed."""
-    if session.get_bind().dialect.name == "postgresql":
-        # No fsync wait: were this commit lost in a database crash, the rows would stay
-        # `claimed`, the repair sweep would enqueue them again and `start` would absorb the
-        # duplicate message. The claims themselves (and `start`) stay synchronous.
-        session.execute(text("SET LOCAL synchronous_commit TO OFF"))
-        result = session.execute(_PG_MARK_ENQUEUED, {"ids": list(execution_ids), "now": now})
+    """claimed → enqueued for rows whose task message is on the broker. Returns rows changed.
+
+    Commits asynchronously (module docstring): lost, the rows are `claimed` again and the
+    sweep enqueues them once more; `start` absorbs the duplicate message."""
+    _commit_asynchronously(session)
+    if _is_postgresql(session):
+        # One array parameter, however many rows.
+        result = session.execute(_MARK_ENQUEUED_ARRAY, {"ids": list(execution_ids), "now": now})
         return int(result.rowcount)  # type: ignore[attr-defined]
     changed = 0
-    for start in range(0, len(execution_ids), CLAIM_BATCH):
-        chunk = list(execution_ids[start : start + CLAIM_BATCH])
+    for first in range(0, len(execution_ids), CLAIM_BATCH):
+        chunk = list(execution_ids[first : first + CLAIM_BATCH])
+        result = session.execute(_MARK_ENQUEUED_LIST, {"ids": chunk, "now": now})
+        changed += result.rowcount  # type: ignore[attr-defined]
+    return changed
+
+
+def release_unsent(session: Session, execution_ids: Sequence[int]) -> int:
+    """enqueued → claimed for rows whose messages could not be sent (and not started since):
+    the signal's retry, or the periodic sweep, sends them again. Returns rows changed."""
+    changed = 0
+    for first in range(0, len(execution_ids), CLAIM_BATCH):
+        chunk = list(execution_ids[first : first + CLAIM_BATCH])
         result = session.execute(
-            update(Execution)
-            .where(Execution.id.in_(chunk), Execution.status == "claimed")
-            .values(status="enqueued", enqueued_at=now)
-            .execution_options(synchronize_session=False)
+            update(_EXECUTIONS)
+            .where(_EXECUTIONS.c.id.in_(chunk), _EXECUTIONS.c.status == ExecutionStatus.ENQUEUED)
+            .values(status=ExecutionStatus.CLAIMED, enqueued_at=None)
         )
         changed += result.rowcount  # type: ignore[attr-defined]
     return changed
@@ -307,8 +453,27 @@ def start_with_context(
     lease: timedelta,
     published_at: datetime | None = None,
 ) -> StartedWith | None:
-    """`start`, plus the pipeline's executor and the signal's payload, in one PostgreSQL
-    statement (UPDATE .. RETURNING in a CTE, joined): one round trip where three were."""
+    """`start`, plus the pipeline's executor and the signal's payload: on PostgreSQL in one
+    statement (UPDATE .. RETURNING in a CTE, joined), one round trip where three were."""
+    if not _is_postgresql(session):
+        taken = start(session, execution_id, now=now, lease=lease, published_at=published_at)
+        if taken is None:
+            return None
+        pipeline = session.get(Pipeline, taken.pipeline_id)
+        payload = None
+        if taken.signal_id is not None:
+            payload = session.execute(
+                select(SignalRecord.payload).where(SignalRecord.signal_id == taken.signal_id)
+            ).scalar_one_or_none()
+        if pipeline is None:
+            return StartedWith(taken, None, {}, False, payload)
+        return StartedWith(
+            taken,
+            pipeline.executor,
+            dict(pipeline.executor_config or {}),
+            bool(pipeline.enabled),
+            payload,
+        )
     row = session.execute(
         _START_WITH_CONTEXT, _start_params(execution_id, now, lease, published_at)
     ).first()
@@ -329,7 +494,6 @@ def start_with_context(
 # The execute path's statements are built once, with bound parameters, and executed as Core
 # (no ORM bulk-update path): building them per call cost more CPU than running them (profile of
 # dispatcher.service.execute: 0.8 ms to build the UPDATE, 0.5 ms for the CTE's columns).
-_EXECUTIONS: Table = Execution.__table__  # type: ignore[assignment]
 
 
 def _start_update() -> Any:
@@ -339,12 +503,15 @@ def _start_update() -> Any:
         .where(
             table.c.id == bindparam("execution_id"),
             or_(
-                table.c.status.in_(("claimed", "enqueued")),
-                and_(table.c.status == "running", table.c.started_at < bindparam("stale_before")),
+                table.c.status.in_(STARTABLE),
+                and_(
+                    table.c.status == ExecutionStatus.RUNNING,
+                    table.c.started_at < bindparam("stale_before"),
+                ),
             ),
         )
         .values(
-            status="running",
+            status=ExecutionStatus.RUNNING,
             started_at=bindparam("started"),
             attempts=table.c.attempts + 1,
             latency_seconds=bindparam("latency"),
@@ -392,11 +559,15 @@ def _start_params(
 
 _START = _start_update()
 _START_WITH_CONTEXT = _start_with_context()
+_MARK_ENQUEUED_ARRAY = _mark_enqueued_update(
+    _EXECUTIONS.c.id == any_(bindparam("ids", type_=ARRAY(BigInteger)))
+)
+_MARK_ENQUEUED_LIST = _mark_enqueued_update(_EXECUTIONS.c.id.in_(bindparam("ids", expanding=True)))
 _FINISH = (
     update(_EXECUTIONS)
     .where(
         _EXECUTIONS.c.id == bindparam("execution_id"),
-        _EXECUTIONS.c.status == "running",
+        _EXECUTIONS.c.status == ExecutionStatus.RUNNING,
         _EXECUTIONS.c.attempts == bindparam("attempt"),
     )
     .values(
@@ -412,18 +583,21 @@ def finish(
     session: Session,
     started: Started,
     *,
-    status: str,
+    status: ExecutionStatus,
     now: datetime,
     outcome: dict[str, Any] | None = None,
     error: str | None = None,
 ) -> bool:
-    """running → `status` for the attempt that holds the row. False if it was taken over."""
+    """running → `status` for the attempt that holds the row. False if it was taken over.
+
+    Commits asynchronously (module docstring, commit 3): end the transaction after this."""
+    _commit_asynchronously(session)
     result = session.execute(
         _FINISH,
         {
             "execution_id": started.execution_id,
             "attempt": started.attempt,
-            "final_status": status,
+            "final_status": ExecutionStatus(status).value,
             "finished": now,
             "outcome_detail": outcome,
             "error_text": error,
@@ -446,8 +620,14 @@ def stale_executions(
         select(Execution.id)
         .where(
             or_(
-                and_(Execution.status == "claimed", Execution.claimed_at < now - claimed_grace),
-                and_(Execution.status == "running", Execution.started_at < now - lease),
+                and_(
+                    Execution.status == ExecutionStatus.CLAIMED,
+                    Execution.claimed_at < now - claimed_grace,
+                ),
+                and_(
+                    Execution.status == ExecutionStatus.RUNNING,
+                    Execution.started_at < now - lease,
+                ),
             )
         )
         .order_by(Execution.id)

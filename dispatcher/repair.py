@@ -35,6 +35,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy import and_, or_, select, update
 
 from dispatcher.intake import envelope_for_payload
+from schemas.statuses import DispatchStatus, ExecutionStatus
 from signalgen.db import Database
 from signalgen.db.models import Execution, SignalRecord
 from signalgen.logs import log_event
@@ -111,7 +112,7 @@ def stalled_signals(
     statement = (
         select(SignalRecord.signal_id, SignalRecord.payload, SignalRecord.published_at)
         .where(
-            SignalRecord.dispatch_status == "pending",
+            SignalRecord.dispatch_status == DispatchStatus.PENDING,
             SignalRecord.recorded_at >= now - horizon,
             SignalRecord.published_at.is_not(None),
             SignalRecord.published_at < cutoff,
@@ -130,7 +131,9 @@ def stalled_executions(db: Database, *, now: datetime, grace: timedelta, limit: 
     """Executions `enqueued` longer than `grace` ago that no worker started."""
     statement = (
         select(Execution.id)
-        .where(and_(Execution.status == "enqueued", Execution.enqueued_at < now - grace))
+        .where(
+            and_(Execution.status == ExecutionStatus.ENQUEUED, Execution.enqueued_at < now - grace)
+        )
         .order_by(Execution.id)
         .limit(limit)
     )
@@ -167,7 +170,8 @@ def repair(
             session.execute(
                 update(SignalRecord)
                 .where(
-                    SignalRecord.signal_id == signal_id, SignalRecord.dispatch_status == "pending"
+                    SignalRecord.signal_id == signal_id,
+                    SignalRecord.dispatch_status == DispatchStatus.PENDING,
                 )
                 .values(dispatched_at=now)
             )
@@ -181,7 +185,7 @@ def repair(
         with db.session() as session:
             session.execute(
                 update(Execution)
-                .where(Execution.id.in_(executions), Execution.status == "enqueued")
+                .where(Execution.id.in_(executions), Execution.status == ExecutionStatus.ENQUEUED)
                 .values(enqueued_at=now)
                 .execution_options(synchronize_session=False)
             )

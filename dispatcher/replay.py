@@ -45,6 +45,7 @@ from sqlalchemy.orm import Session
 from dispatcher import claims
 from dispatcher.matching import MatchIndex
 from schemas.signal import AwareUTC, Signal, Ticker
+from schemas.statuses import DispatchStatus, ExecutionStatus, ReplayStatus
 from signalgen.db import Database, insert_ignore
 from signalgen.db.models import (
     Execution,
@@ -64,7 +65,7 @@ MAX_LISTED = 2000
 #: Generations tried for one signal when concurrent forced replays keep taking the next one.
 MAX_GENERATION_TRIES = 50
 
-REARMABLE = ("failed", "rate_limited")
+REARMABLE = (ExecutionStatus.FAILED, ExecutionStatus.RATE_LIMITED)
 
 Enqueue = Callable[[Sequence[tuple[int, float | None]]], object]
 Progress = Callable[[int, int, "ReplayResult"], None]
@@ -346,7 +347,7 @@ def _plan_signal(
             rearm.append(execution_id)
             result.rearmed += 1
             _note(result, PlannedRun(str(sid), str(pid), "rearm", generation, status))
-        elif status == "claimed":
+        elif status == ExecutionStatus.CLAIMED:
             todo.append(execution_id)
             result.reenqueued += 1
             _note(result, PlannedRun(str(sid), str(pid), "reenqueue", generation, status))
@@ -368,7 +369,7 @@ def _plan_signal(
             session.execute(
                 update(Execution)
                 .where(Execution.id.in_(rearm), Execution.status.in_(REARMABLE))
-                .values(status="claimed", claimed_at=now, error=None)
+                .values(status=ExecutionStatus.CLAIMED, claimed_at=now, error=None)
                 .returning(Execution.id)
                 .execution_options(synchronize_session=False)
             )
@@ -385,9 +386,12 @@ def _mark_dispatched(session: Session, signal_id: uuid.UUID, matched: int, now: 
     """The signal ran pipelines through this replay: not `unmatched` (nor `pending`) any more."""
     session.execute(
         update(SignalRecord)
-        .where(SignalRecord.signal_id == signal_id, SignalRecord.dispatch_status != "dispatched")
+        .where(
+            SignalRecord.signal_id == signal_id,
+            SignalRecord.dispatch_status != DispatchStatus.DISPATCHED,
+        )
         .values(
-            dispatch_status="dispatched",
+            dispatch_status=DispatchStatus.DISPATCHED,
             dispatched_at=now,
             matched_count=func.max(func.coalesce(SignalRecord.matched_count, 0), matched)
             if session.get_bind().dialect.name == "sqlite"
@@ -498,7 +502,7 @@ def queue_replay(db: Database, request: ReplayRequest, moment: datetime) -> uuid
     replay_id = uuid.uuid4()
     with db.session() as session:
         row = _replay_row(request, replay_id, moment)
-        row.status = "queued"
+        row.status = ReplayStatus.QUEUED
         session.add(row)
     return replay_id
 
@@ -511,8 +515,8 @@ def record_replay(db: Database, request: ReplayRequest, moment: datetime) -> uui
         if request.replay_id is not None:
             started = session.execute(
                 update(Replay)
-                .where(Replay.id == request.replay_id, Replay.status == "queued")
-                .values(status="running", started_at=moment)
+                .where(Replay.id == request.replay_id, Replay.status == ReplayStatus.QUEUED)
+                .values(status=ReplayStatus.RUNNING, started_at=moment)
                 .returning(Replay.id)
                 .execution_options(synchronize_session=False)
             ).first()
@@ -521,7 +525,7 @@ def record_replay(db: Database, request: ReplayRequest, moment: datetime) -> uui
             return request.replay_id
         replay_id = uuid.uuid4()
         row = _replay_row(request, replay_id, moment)
-        row.status, row.started_at = "running", moment
+        row.status, row.started_at = ReplayStatus.RUNNING, moment
         session.add(row)
     return replay_id
 
@@ -541,7 +545,7 @@ def finish_replay(
             update(Replay)
             .where(Replay.id == replay_id)
             .values(
-                status="failed" if error is not None else "finished",
+                status=ReplayStatus.FAILED if error is not None else ReplayStatus.FINISHED,
                 finished_at=moment,
                 outcome=result.as_dict() if result is not None else None,
                 error=error[:2000] if error is not None else None,

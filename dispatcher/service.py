@@ -3,13 +3,24 @@ pipelines. Celery tasks (tasks/dispatch.py, tasks/pipelines.py) are thin edges a
 resources (database, index cache, an `enqueue` callable, `send_task`) are passed in.
 
 Order in `dispatch`, and why it is safe to crash anywhere and be redelivered:
-1. record the signal if absent, claim every matched (pipeline, signal) and record the outcome:
-   one transaction;
-2. enqueue a `pipelines.execute` message for each new claim, and for claims a previous delivery
-   left `claimed`;
-3. mark them `enqueued` (only from `claimed`; a row already running is left alone).
-A crash before 1 commits repeats everything; after 1, the redelivery finds the rows `claimed`
-and enqueues them; after 2, duplicates of an execute message are absorbed by `claims.start`.
+1. record the signal if absent, claim every matched (pipeline, signal) as `enqueued` and record
+   the outcome: one transaction, committed synchronously (the claims are the outbox);
+2. send a `pipelines.execute` message for each new claim, and for claims a previous delivery
+   left `claimed`; on a failed send, set the new ones back to `claimed` and raise (retried);
+3. only for those leftovers: mark them `enqueued` (asynchronous commit).
+A crash before 1 commits repeats everything; after 1 and before 2, the repair sweep re-sends
+the `enqueued` rows nobody started; after 2, duplicates of an execute message are absorbed by
+`claims.start`.
+
+Order in `execute`: 4. `claims.start` (synchronous commit) before any side effect; 5. run the
+executor; 6. `claims.finish` (asynchronous commit). A crash between 4 and 6 leaves the row
+`running` under a lease: after it the periodic sweep enqueues it again and a new attempt (same
+idempotency key) takes it over; a crash after 6 changes nothing. So one execution commits three
+times, twice synchronously (1 and 4): dispatcher/claims.py gives the crash argument of each
+commit, and tests/faults/test_commit_crashes.py SIGKILLs a real worker between each pair of
+steps.
+
+SQL, and the difference between PostgreSQL and SQLite, live in dispatcher/claims.py.
 """
 
 from __future__ import annotations
@@ -22,7 +33,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from dispatcher import claims
 from dispatcher.executors import ExecutionContext, Outcome, run_celery, run_record, run_webhook
@@ -30,8 +41,9 @@ from dispatcher.intake import Delivery, InvalidSignal, decode_envelope
 from dispatcher.matching import MatchIndex
 from dispatcher.periodic import current_slot, slot_key
 from schemas.pipeline import CeleryExecutor, RecordExecutor, Schedule, WebhookExecutor
-from signalgen.db import Database, insert_ignore
-from signalgen.db.models import DeadLetter, Pipeline, SignalRecord, SignalTicker
+from schemas.statuses import ExecuteResult, ExecutionStatus
+from signalgen.db import Database
+from signalgen.db.models import DeadLetter, Pipeline
 from signalgen.logs import log_event, redact, redact_data
 
 logger = logging.getLogger("dispatcher")
@@ -93,48 +105,6 @@ def dead_letter(
     )
 
 
-def _record_signal(session: Any, delivery: Delivery, now: datetime) -> tuple[bool, datetime | None]:
-    """Insert the signal if absent (it may come from another publisher than ours). Returns
-    (inserted, the row's published_at)."""
-    signal = delivery.signal
-    dialect = session.get_bind().dialect.name
-    row = {
-        "signal_id": signal.signal_id,
-        "signal_type": signal.signal_type.value,
-        "source": signal.source,
-        "tickers": list(signal.tickers),
-        "event_time": signal.event_time,
-        "created_at": signal.timestamp,
-        "recorded_at": now,
-        "payload": delivery.payload,
-        "routing_key": signal.routing_key,
-        "published_at": delivery.published_at or now,
-        "publish_attempts": 0,
-        "dispatch_status": "pending",
-    }
-    inserted = session.execute(
-        insert_ignore(SignalRecord.__table__, dialect, [row], ["signal_id"]).returning(
-            SignalRecord.__table__.c.signal_id
-        )
-    ).first()
-    if inserted is None:
-        stored = session.execute(
-            select(SignalRecord.published_at).where(SignalRecord.signal_id == signal.signal_id)
-        ).scalar_one_or_none()
-        return False, stored
-    session.execute(
-        insert_ignore(
-            SignalTicker.__table__,
-            dialect,
-            [
-                {"ticker": t, "created_at": signal.timestamp, "signal_id": signal.signal_id}
-                for t in signal.tickers
-            ],
-        )
-    )
-    return True, delivery.published_at or now
-
-
 def _latency_start(delivery: Delivery, inserted: bool, stored: datetime | None) -> float | None:
     """Where an execution's latency starts: the row's own `published_at` when the signal was
     recorded before (our outbox's record of its publication), else the publisher's
@@ -142,18 +112,6 @@ def _latency_start(delivery: Delivery, inserted: bool, stored: datetime | None) 
     if not inserted and stored is not None:
         return stored.timestamp()
     return delivery.published_at.timestamp() if delivery.published_at else None
-
-
-def _record_outcome(session: Any, signal_id: uuid.UUID, matched: int, moment: datetime) -> None:
-    session.execute(
-        update(SignalRecord)
-        .where(SignalRecord.signal_id == signal_id)
-        .values(
-            dispatch_status="dispatched" if matched else "unmatched",
-            matched_count=matched,
-            dispatched_at=moment,
-        )
-    )
 
 
 def dispatch(
@@ -192,26 +150,15 @@ def dispatch(
         )
     matched = index.match(signal)
     with db.session() as session:
-        if db.dialect == "postgresql":
-            dispatched = claims.record_and_claim_pg(
-                session,
-                signal=signal,
-                payload=delivery.payload,
-                published_at=delivery.published_at or moment,
-                pipeline_ids=list(matched),
-                now=moment,
-            )
-            new, inserted, stored = dispatched.claims, dispatched.inserted, dispatched.published_at
-        else:
-            inserted, stored = _record_signal(session, delivery, moment)
-            new = claims.claim_signal(
-                session,
-                signal_id=signal.signal_id,
-                generation=0,
-                pipeline_ids=matched,
-                now=moment,
-            )
-            _record_outcome(session, signal.signal_id, len(matched), moment)
+        dispatched = claims.record_and_claim(
+            session,
+            signal=signal,
+            payload=delivery.payload,
+            published_at=delivery.published_at or moment,
+            pipeline_ids=list(matched),
+            now=moment,
+        )
+        new, inserted, stored = dispatched.claims, dispatched.inserted, dispatched.published_at
         # Rows this call did not create exist only if the signal was seen before: only then
         # look for ones a crashed delivery left `claimed`.
         leftover = (
@@ -224,12 +171,18 @@ def dispatch(
             if len(new) < len(matched)
             else []
         )
-    todo = [c.execution_id for c in new] + [c.execution_id for c in leftover]
-    if todo:
+    born_enqueued = [c.execution_id for c in new]
+    released = [c.execution_id for c in leftover]
+    if born_enqueued or released:
         published = _latency_start(delivery, inserted, stored)
-        enqueue([(execution_id, published) for execution_id in todo])
-        with db.session() as session:
-            claims.mark_enqueued(session, todo, now=now())
+        try:
+            enqueue([(execution_id, published) for execution_id in born_enqueued + released])
+        except Exception:
+            _release_unsent(db, born_enqueued)
+            raise
+        if released:
+            with db.session() as session:
+                claims.mark_enqueued(session, released, now=now())
     result = DispatchResult(
         str(signal.signal_id), matched=len(matched), claimed=len(new), reenqueued=len(leftover)
     )
@@ -241,6 +194,24 @@ def dispatch(
         **result.as_dict(),
     )
     return result
+
+
+def _release_unsent(db: Database, execution_ids: list[int]) -> None:
+    """After a failed send: the new claims back to `claimed`, for the retry to send at once.
+    Best effort: rows left `enqueued` are the repair sweep's (dispatcher/claims.py, commit 1)."""
+    if not execution_ids:
+        return
+    try:
+        with db.session() as session:
+            claims.release_unsent(session, execution_ids)
+    except Exception as exc:
+        log_event(
+            logger,
+            "claims_release_failed",
+            logging.WARNING,
+            executions=len(execution_ids),
+            reason=f"{type(exc).__name__}: {exc}",
+        )
 
 
 def rehearse(db: Database, index: MatchIndex, *, now: Callable[[], datetime] = utcnow) -> None:
@@ -268,47 +239,25 @@ def rehearse(db: Database, index: MatchIndex, *, now: Callable[[], datetime] = u
     fake = claims.Started(-1, uuid.uuid4(), "warm-up", probe.signal_id, None, 1, moment)
     session = db.sessions()
     try:
-        if db.dialect == "postgresql":
-            claims.record_and_claim_pg(
-                session,
-                signal=probe,
-                payload=delivery.payload,
-                published_at=moment,
-                pipeline_ids=[],
-                now=moment,
-            )
-        else:
-            _record_signal(session, delivery, moment)
-            claims.claim_signal(
-                session, signal_id=probe.signal_id, generation=0, pipeline_ids=[], now=moment
-            )
-            _record_outcome(session, probe.signal_id, 0, moment)
+        claims.record_and_claim(
+            session,
+            signal=probe,
+            payload=delivery.payload,
+            published_at=moment,
+            pipeline_ids=[],
+            now=moment,
+        )
         claims.leftover_signal_claims(session, signal_id=probe.signal_id, generation=0)
-        claims.mark_enqueued(session, [-1], now=moment)
-        if db.dialect == "postgresql":
-            claims.start_with_context(
-                session, -1, now=moment, lease=timedelta(seconds=1), published_at=moment
-            )
-        else:
-            claims.start(session, -1, now=moment, lease=timedelta(seconds=1), published_at=moment)
-            session.get(Pipeline, fake.pipeline_id)
-            _payload(session, fake)
-        claims.finish(session, fake, status="succeeded", now=moment, outcome={})
+        claims.start_with_context(
+            session, -1, now=moment, lease=timedelta(seconds=1), published_at=moment
+        )
+        claims.finish(session, fake, status=ExecutionStatus.SUCCEEDED, now=moment, outcome={})
     finally:
         session.rollback()
         session.close()
 
 
 # -- execute ------------------------------------------------------------------------------------
-
-
-def _payload(session: Any, started: claims.Started) -> str:
-    stored = None
-    if started.signal_id is not None:
-        stored = session.execute(
-            select(SignalRecord.payload).where(SignalRecord.signal_id == started.signal_id)
-        ).scalar_one_or_none()
-    return _payload_text(started, stored)
 
 
 def _payload_text(started: claims.Started, stored: str | None) -> str:
@@ -361,30 +310,19 @@ def execute(
     """Run one claimed execution once. Returns its final status, or "duplicate" when another
     attempt holds (or finished) it."""
     published = datetime.fromtimestamp(published_at, UTC) if published_at else None
-    with db.session() as session:
-        if db.dialect == "postgresql":
-            taken = claims.start_with_context(
-                session, execution_id, now=now(), lease=lease, published_at=published
-            )
-            if taken is None:
-                return "duplicate"
-            started, kind = taken.started, taken.executor
-            config, enabled = taken.executor_config, taken.enabled
-            payload = _payload_text(started, taken.payload)
-        else:
-            found = claims.start(
-                session, execution_id, now=now(), lease=lease, published_at=published
-            )
-            if found is None:
-                return "duplicate"
-            started = found
-            pipeline = session.get(Pipeline, started.pipeline_id)
-            payload = _payload(session, started)
-            kind = pipeline.executor if pipeline is not None else None
-            config = dict(pipeline.executor_config or {}) if pipeline is not None else {}
-            enabled = pipeline.enabled if pipeline is not None else False
+    with db.session() as session:  # commit 4: synchronous, before any side effect
+        taken = claims.start_with_context(
+            session, execution_id, now=now(), lease=lease, published_at=published
+        )
+    if taken is None:
+        return ExecuteResult.DUPLICATE
+    started, kind = taken.started, taken.executor
+    config, enabled = taken.executor_config, taken.enabled
+    payload = _payload_text(started, taken.payload)
+    status: ExecutionStatus
     if kind is None or not enabled:
-        status, outcome = "skipped", Outcome(ok=False, error="pipeline removed or disabled")
+        status = ExecutionStatus.SKIPPED
+        outcome = Outcome(ok=False, error="pipeline removed or disabled")
     else:
         context = ExecutionContext(
             execution_id, started.pipeline_id, started.idempotency_key, payload
@@ -393,7 +331,7 @@ def execute(
             outcome = run_executor(context, kind, config, send_task=send_task, http=http)
         except Exception as exc:  # an executor bug or a broker outage: recorded, not lost
             outcome = Outcome(ok=False, error=f"{type(exc).__name__}: {exc}")
-        status = "succeeded" if outcome.ok else "failed"
+        status = ExecutionStatus.SUCCEEDED if outcome.ok else ExecutionStatus.FAILED
     finished_at = now()
     # Stored, shown by the API and copied into dead letters: every URL's query values masked.
     detail = redact_data(
@@ -403,7 +341,7 @@ def execute(
         )
     )
     error = redact(outcome.error) if outcome.error is not None else None
-    with db.session() as session:
+    with db.session() as session:  # commit 6: asynchronous (dispatcher/claims.py)
         held = claims.finish(
             session, started, status=status, now=finished_at, outcome=detail, error=error
         )
@@ -418,7 +356,7 @@ def execute(
         error=error,
         superseded=not held,
     )
-    return status if held else "superseded"
+    return status if held else ExecuteResult.SUPERSEDED
 
 
 # -- periodic -----------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column, validates
 
+from schemas.statuses import DispatchStatus, ExecutionStatus, ReplayStatus
 from signalgen.db.base import Base, UTCDateTime
 
 
@@ -75,7 +76,7 @@ class SignalRecord(Base):
     publish_attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_publish_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     #: Dispatch outcome: pending, dispatched, unmatched.
-    dispatch_status: Mapped[str] = mapped_column(String(16), default="pending")
+    dispatch_status: Mapped[str] = mapped_column(String(16), default=DispatchStatus.PENDING)
     dispatched_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     matched_count: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
@@ -160,7 +161,7 @@ class Execution(Base):
     signal_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, nullable=True, index=True)
     slot: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     generation: Mapped[int] = mapped_column(Integer, default=0)
-    status: Mapped[str] = mapped_column(String(16), default="claimed", index=True)
+    status: Mapped[str] = mapped_column(String(16), default=ExecutionStatus.CLAIMED, index=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     claimed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
@@ -196,7 +197,9 @@ class Replay(Base):
     request: Mapped[dict[str, Any]] = mapped_column(JSON)
     #: queued (asked for over the API, not started), running, finished, failed; `unknown` for
     #: replays recorded before outcomes were (migration 0005).
-    status: Mapped[str] = mapped_column(String(16), default="running", server_default="unknown")
+    status: Mapped[str] = mapped_column(
+        String(16), default=ReplayStatus.RUNNING, server_default=ReplayStatus.UNKNOWN.value
+    )
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     #: The counts of `ReplayResult.as_dict()` once finished (planned, run, skipped, ...).

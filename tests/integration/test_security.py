@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import ast
 import json
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,6 +31,7 @@ from tests.faults import harness
 from tests.support.fake_finnhub import FakeFinnhub
 from tests.support.processes import CeleryProcess, start_beat
 from tests.support.services import postgres_database
+from tests.support.wait import wait_until
 
 PROJECT = Path(__file__).resolve().parents[2]
 PACKAGES = ["dispatcher", "generators", "schemas", "signalgen", "tasks", "celeryconfig.py"]
@@ -59,11 +59,13 @@ def test_pickle_on_intake_and_task_queues_is_refused_and_dead_lettered(
     try:
         stack.start_workers(1)
         sent = harness.inject_hostile(redis_url, marker)
-        deadline = time.monotonic() + 30
-        letters = harness.dead_letters(pg_db)
-        while len(letters) < len(sent) and time.monotonic() < deadline:
-            time.sleep(0.3)
-            letters = harness.dead_letters(pg_db)
+        letters = wait_until(
+            lambda: found if len(found := harness.dead_letters(pg_db)) >= len(sent) else None,
+            timeout=30,
+            interval=0.3,
+            message=f"{len(sent)} dead letters",
+            detail=lambda: [x.reason for x in harness.dead_letters(pg_db)],
+        )
         alive = stack.workers["w0"].proc.poll() is None
     finally:
         stack.close()
@@ -171,18 +173,24 @@ def test_secrets_never_appear_in_logs_errors_events_or_metrics(
                 for n in range(3):
                     item = harness.make_signal(n, harness.TICKERS[n], f"sec-{uuid.uuid4()}")
                     publisher.publish(item.to_json(), item.routing_key)
-            deadline = time.monotonic() + 60
-            failed: list[Execution] = []
-            while time.monotonic() < deadline:
+
+            def failed_executions() -> list[Execution]:
                 with db.session() as session:
-                    failed = list(
+                    return list(
                         session.execute(
                             select(Execution).where(Execution.status == "failed")
                         ).scalars()
                     )
-                if len(failed) >= 3 and finnhub.requests:
-                    break
-                time.sleep(0.5)
+
+            failed = wait_until(
+                lambda: (
+                    found if len(found := failed_executions()) >= 3 and finnhub.requests else []
+                ),
+                timeout=60,
+                interval=0.5,
+                message="the webhook failure path ran and the Finnhub key was used",
+                detail=lambda: (len(failed_executions()), len(finnhub.requests)),
+            )
             captured["metrics"] = _metrics(db, secret_redis)
             with db.session() as session:
                 captured["db:executions"] = json.dumps(
@@ -309,8 +317,39 @@ def test_compare_digest_check_would_catch_an_equality() -> None:
 SQL_CALLS = {"text", "exec_driver_sql", "execute", "executemany"}
 
 
+def sql_fragments(tree: ast.AST) -> set[str]:
+    """Module-level names bound to a plain string literal: constant SQL fragments, which an
+    f-string may splice into a statement (no value can reach SQL that way)."""
+    body = tree.body if isinstance(tree, ast.Module) else []
+    return {
+        node.targets[0].id
+        for node in body
+        if isinstance(node, ast.Assign)
+        and len(node.targets) == 1
+        and isinstance(node.targets[0], ast.Name)
+        and isinstance(node.value, ast.Constant)
+        and isinstance(node.value.value, str)
+    }
+
+
+def splices_only_fragments(arg: ast.JoinedStr, fragments: set[str]) -> bool:
+    return all(
+        isinstance(part, ast.Constant)
+        or (
+            isinstance(part, ast.FormattedValue)
+            and isinstance(part.value, ast.Name)
+            and part.value.id in fragments
+            and part.conversion == -1
+            and part.format_spec is None
+        )
+        for part in arg.values
+    )
+
+
 def formatted_sql(tree: ast.AST) -> list[ast.Call]:
-    """Calls of text()/execute()/exec_driver_sql() whose SQL is built by formatting."""
+    """Calls of text()/execute()/exec_driver_sql() whose SQL is built by formatting (other than
+    splicing the module's own constant SQL fragments)."""
+    fragments = sql_fragments(tree)
     found = []
     for node in ast.walk(tree):
         if not isinstance(node, ast.Call) or not node.args:
@@ -322,7 +361,7 @@ def formatted_sql(tree: ast.AST) -> list[ast.Call]:
             continue
         arg = node.args[0]
         if (
-            isinstance(arg, ast.JoinedStr)
+            (isinstance(arg, ast.JoinedStr) and not splices_only_fragments(arg, fragments))
             or (
                 isinstance(arg, ast.BinOp)
                 and isinstance(arg.op, ast.Mod | ast.Add)
@@ -358,7 +397,17 @@ def test_sql_is_never_built_by_string_formatting() -> None:
         'conn.exec_driver_sql("DELETE FROM t WHERE id = %s" % x)',
         "text(\"SELECT * FROM t WHERE name = '{}'\".format(name))",
         'session.execute(text("SELECT " + column + " FROM t"))',
+        # A module-level name is a fragment only when bound to a literal.
+        'WHERE = input()\ntext(f"SELECT * FROM t {WHERE}")',
+        'FRAGMENT = "WHERE id = 1"\ntext(f"SELECT * FROM t {FRAGMENT!r}")',
     ],
 )
 def test_sql_inspection_catches_formatting(code: str) -> None:
     assert formatted_sql(ast.parse(code))
+
+
+def test_splicing_a_constant_sql_fragment_is_allowed() -> None:
+    code = (
+        'FRAGMENT = "SELECT id FROM t"\ntext(f"WITH picked AS ({FRAGMENT}) SELECT * FROM picked")'
+    )
+    assert formatted_sql(ast.parse(code)) == []

@@ -1,0 +1,331 @@
+"""A worker SIGKILLed between each pair of steps of one signal's executions: none lost, none
+run twice.
+
+The steps (dispatcher/service.py) and their commits (dispatcher/claims.py): the claims
+transaction (synchronous; the claims are born `enqueued`), the broker send, the raw message's
+ack; then per execution `start` (synchronous), the executor, `finish` (asynchronous), the ack.
+Each scenario starts a real `celery -A tasks worker` that also imports this module
+(`--include`): with `COMMIT_CRASH_AT=<step>` in its environment, the module wraps the function
+that ends at that step so that the whole worker (its process group: main process and pool)
+is SIGKILLed right there, the first time any process of it gets there. Nothing else of the
+code under test is changed. A clean worker then takes over, with what Redis and the periodic
+sweeps do for a dead worker (unacked messages restored, `pipelines.fire_periodic` and
+`signals.repair` sent), and the check counts, from the database and the workers' logs, each
+(pipeline, signal) pair's rows and each execution's completed runs (`pipeline_executed`, the
+side-effect counter of tests/faults/harness.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kombu import Connection
+from sqlalchemy import func, select
+
+from signalgen.db import Database
+from signalgen.db.models import Execution, SignalRecord
+
+pytestmark = [
+    pytest.mark.faults,
+    pytest.mark.integration,
+    pytest.mark.slow,
+    pytest.mark.timeout(120),
+    pytest.mark.filterwarnings("ignore::celery.exceptions.CPendingDeprecationWarning"),
+]
+
+CRASH_ENV = "COMMIT_CRASH_AT"
+TICKER = "CRSH"
+PIPELINES = 3
+SIGNALS = 2
+NAMESPACE = uuid.UUID("6a0d7a43-4f7e-4bd2-9c3e-2f2d0f1f7c55")
+
+
+# -- the crash points (run inside the worker) ----------------------------------------------------
+
+
+def _die() -> None:
+    """SIGKILL this worker's process group, unless called from `service.rehearse` (a worker's
+    warm-up runs every statement once in a transaction it rolls back: not a step)."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code.co_name == "rehearse":
+            return
+        frame = frame.f_back  # type: ignore[assignment]
+    os.killpg(os.getpgid(0), signal.SIGKILL)
+
+
+def _after(function: Callable[..., Any]) -> Callable[..., Any]:
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        result = function(*args, **kwargs)
+        _die()
+        return result
+
+    return wrapper
+
+
+def _before(function: Callable[..., Any]) -> Callable[..., Any]:
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        _die()
+        return function(*args, **kwargs)
+
+    return wrapper
+
+
+def install_crash_point(step: str) -> None:
+    """Wrap the function ending at `step` so that the worker dies there."""
+    from dispatcher import claims, fanout, service
+
+    points: dict[str, tuple[Any, str, Callable[..., Any]]] = {
+        # In the claims transaction, its statement run, before its COMMIT.
+        "claim-uncommitted": (claims, "record_and_claim", _after),
+        # Claims committed (`enqueued`), no execute message sent: the repair sweep's case.
+        "claimed": (fanout, "enqueue_many", _before),
+        # Messages on the broker, `signals.dispatch` not returned.
+        "sent": (fanout, "enqueue_many", _after),
+        # `signals.dispatch` returned, the raw signal not acked.
+        "dispatched": (service, "dispatch", _after),
+        # `start` run, before its COMMIT.
+        "start-uncommitted": (claims, "start_with_context", _after),
+        # `start` committed, the executor not run.
+        "started": (service, "run_executor", _before),
+        # The executor ran, `finish` not run.
+        "ran": (service, "run_executor", _after),
+        # `finish` run, before its COMMIT.
+        "finish-uncommitted": (claims, "finish", _after),
+        # `finish` committed (asynchronously), the execute message not acked.
+        "finished": (service, "execute", _after),
+    }
+    module, name, wrap = points[step]
+    setattr(module, name, wrap(getattr(module, name)))
+
+
+if os.environ.get(CRASH_ENV):  # imported by a worker of this test (`--include`)
+    install_crash_point(os.environ[CRASH_ENV])
+
+STEPS = [
+    "claim-uncommitted",
+    "claimed",
+    "sent",
+    "dispatched",
+    "start-uncommitted",
+    "started",
+    "ran",
+    "finish-uncommitted",
+    "finished",
+]
+
+
+# -- the scenario (run by pytest) ----------------------------------------------------------------
+
+
+@pytest.fixture
+def env(tmp_path: Path, pg_db: Database, redis_url: str, redis_client: object) -> dict[str, str]:
+    from tests.support.processes import service_env
+
+    (tmp_path / "generators.json").write_text(json.dumps({"generators": {}}))
+    (tmp_path / "watchlist.json").write_text(json.dumps({"tickers": [TICKER]}))
+    values = service_env(
+        BROKER_URL=redis_url,
+        REDIS_URL=redis_url,
+        DATABASE_URL=pg_db.url,
+        GENERATORS_CONFIG_PATH=str(tmp_path / "generators.json"),
+        WATCHLIST_CONFIG_PATH=str(tmp_path / "watchlist.json"),
+        LOG_FORMAT="json",
+        EXECUTION_LEASE_SECONDS="3",
+        CLAIMED_GRACE_SECONDS="2",
+        REPAIR_GRACE_SECONDS="3",
+        REPAIR_INTERVAL_SECONDS="1",
+    )
+    for name in (
+        "MOCK_GENERATOR_INTERVAL_SECONDS",
+        "GOLDEN_CROSS_CHECK_INTERVAL_SECONDS",
+        "FINNHUB_API_KEY",
+        "BEAT_LOCK",
+        CRASH_ENV,
+    ):
+        values.pop(name, None)
+    return values
+
+
+@pytest.fixture
+def processes() -> Iterator[list[Any]]:
+    started: list[Any] = []
+    yield started
+    for process in started:
+        process.stop(timeout=15)
+
+
+def _pipelines(db: Database, redis_url: str) -> list[uuid.UUID]:
+    from dispatcher.store import import_specs
+    from schemas.pipeline import PipelineSpec
+
+    ids = [uuid.uuid5(NAMESPACE, f"p{n}") for n in range(PIPELINES)]
+    specs = [
+        PipelineSpec.model_validate(
+            {
+                "id": str(pipeline_id),
+                "owner": "crash",
+                "name": f"crash-{n}",
+                "trigger_mode": "signal",
+                "scanner": {"tickers": [TICKER], "include_mock": True},
+                "executor": {"kind": "record"},
+            }
+        )
+        for n, pipeline_id in enumerate(ids)
+    ]
+    import_specs(db, specs, redis_url=redis_url)
+    return ids
+
+
+def _publish(db: Database, broker_url: str, step: str) -> list[uuid.UUID]:
+    """Record and publish `SIGNALS` signals as the product does (history + outbox)."""
+    from schemas.signal import Bias, Signal, SignalBias, SignalType, stable_signal_id
+    from signalgen.publishing import KombuPublisher, publish_recorded, record_signals
+
+    now = datetime.now(UTC)
+    signals = [
+        Signal(
+            signal_id=stable_signal_id(
+                source="crash-test",
+                signal_type=SignalType.MOCK,
+                tickers=(TICKER,),
+                event_key=f"{step}|{n}|{now.isoformat()}",
+            ),
+            signal_type=SignalType.MOCK,
+            tickers=(TICKER,),
+            bias={TICKER: SignalBias(ticker=TICKER, bias=Bias.BULLISH, confidence=0.7)},
+            timestamp=now,
+            event_time=now,
+            source="crash-test",
+        )
+        for n in range(SIGNALS)
+    ]
+    with db.session() as session:
+        recorded = record_signals(session, signals)
+    publisher = KombuPublisher(broker_url)
+    try:
+        assert publish_recorded(db, publisher, recorded).published == SIGNALS
+    finally:
+        publisher.close()
+    return [s.signal_id for s in signals]
+
+
+def _restore_unacked(broker_url: str) -> None:
+    """What Redis does for a dead worker once the visibility timeout passes (an hour in
+    celeryconfig): its unacked messages go back to their queues. Done now."""
+    from tasks.topology import SIGNAL_EXCHANGE
+
+    with Connection(broker_url, transport_options={"visibility_timeout": 0}) as connection:
+        channel = connection.default_channel
+        SIGNAL_EXCHANGE.bind(channel).declare()
+        channel.qos.restore_visible(num=100_000)
+
+
+def _send(broker_url: str, name: str) -> None:
+    from tasks import app
+
+    with Connection(broker_url) as connection:
+        app.send_task(name, connection=connection)
+
+
+def _completed_runs(logs: list[Path]) -> Counter[int]:
+    runs: Counter[int] = Counter()
+    for path in logs:
+        for line in path.read_text(errors="replace").splitlines():
+            if '"pipeline_executed"' not in line:
+                continue
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if event.get("event") == "pipeline_executed":
+                runs[int(event["execution_id"])] += 1
+    return runs
+
+
+def _settled(db: Database, signal_ids: list[uuid.UUID], expected: int) -> bool:
+    with db.session() as session:
+        statuses = dict(
+            session.execute(  # type: ignore[arg-type]
+                select(Execution.status, func.count()).group_by(Execution.status)
+            ).all()
+        )
+        pending = session.execute(
+            select(func.count()).where(
+                SignalRecord.signal_id.in_(signal_ids), SignalRecord.dispatch_status == "pending"
+            )
+        ).scalar_one()
+    return pending == 0 and statuses == {"succeeded": expected}
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_a_worker_killed_at_each_step_loses_nothing_and_runs_nothing_twice(
+    step: str,
+    env: dict[str, str],
+    pg_db: Database,
+    redis_url: str,
+    tmp_path: Path,
+    processes: list[Any],
+) -> None:
+    from tests.support.processes import start_worker
+
+    pipeline_ids = _pipelines(pg_db, redis_url)
+    crashing = start_worker(
+        dict(env, **{CRASH_ENV: step}),
+        tmp_path / "crashing.log",
+        name="crashing",
+        concurrency=2,
+        extra=["--include", __name__],
+    )
+    processes.append(crashing)
+    signal_ids = _publish(pg_db, redis_url, step)
+    deadline = time.monotonic() + 30
+    while crashing.proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert crashing.proc.poll() is not None, f"the worker never reached {step!r}"
+
+    _restore_unacked(redis_url)
+    survivor = start_worker(env, tmp_path / "survivor.log", name="survivor", concurrency=2)
+    processes.append(survivor)
+    expected = PIPELINES * SIGNALS
+    deadline = time.monotonic() + 60
+    while not _settled(pg_db, signal_ids, expected):
+        assert time.monotonic() < deadline, f"not settled after a crash at {step!r}"
+        # Beat's part: recover claims left `claimed` or `running`, re-send lost messages.
+        _send(redis_url, "pipelines.fire_periodic")
+        _send(redis_url, "signals.repair")
+        time.sleep(1.0)
+    time.sleep(1.5)  # a straggling duplicate would land now
+
+    with pg_db.session() as session:
+        rows = session.execute(
+            select(
+                Execution.id,
+                Execution.pipeline_id,
+                Execution.signal_id,
+                Execution.status,
+                Execution.attempts,
+            )
+        ).all()
+    pairs = Counter((row.pipeline_id, row.signal_id) for row in rows)
+    assert set(pairs) == {(p, s) for p in pipeline_ids for s in signal_ids}
+    assert set(pairs.values()) == {1}  # one row per (pipeline, signal)
+    assert {row.status for row in rows} == {"succeeded"}
+    runs = _completed_runs([tmp_path / "crashing.log", tmp_path / "survivor.log"])
+    assert {row.id: runs[row.id] for row in rows} == {row.id: 1 for row in rows}
+    # Only an execution the dead worker had started is started again.
+    restarted = [row.id for row in rows if row.attempts > 1]
+    assert len(restarted) <= 2, restarted  # two pool processes
+    if step in ("started", "ran", "finish-uncommitted"):
+        assert restarted, "the killed attempt left no trace"
