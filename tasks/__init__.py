@@ -4,7 +4,7 @@ Tasks here are thin: validate the payload into a `schemas` model, call `generato
 `dispatcher/`, map errors to retry or dead-letter. Settings live in `celeryconfig.py`.
 
 Process hooks build resources explicitly: JSON logging for every process, the database schema
-once at worker start, per-process runtime resources in each pool child.
+once at worker start, the worker context (tasks/context.py) in each pool child.
 """
 
 from typing import Any
@@ -15,7 +15,8 @@ from signalgen import kombu_compat
 
 kombu_compat.install()  # before any broker connection: guards against upstream bugs (see there)
 
-app = Celery("signalgen")
+# Every task runs through tasks.middleware (rate gate, retries, dead letters by declared policy).
+app = Celery("signalgen", task_cls="tasks.middleware:PolicyTask")
 app.config_from_object("celeryconfig")
 
 
@@ -59,28 +60,25 @@ def _ensure_schema(**_: Any) -> None:
 
 
 @signals.worker_process_init.connect
-def _build_resources(**_: Any) -> None:
+def _build_context(**_: Any) -> None:
     import threading
 
-    from signalgen.runtime import get_resources
+    from tasks.context import init_worker_context
 
-    get_resources()
+    context = init_worker_context()  # in each pool child, after the fork: its own connections
     # In the background: a child must report ready within `worker_proc_alive_timeout` (4 s),
     # and a slow or absent database must not make the pool respawn it. A task arriving first
     # simply waits on the same locks, as it would have without the warm-up.
-    threading.Thread(target=_warm_up, name="warm-up", daemon=True).start()
+    threading.Thread(target=_warm_up, args=(context,), name="warm-up", daemon=True).start()
 
 
-def _warm_up() -> None:
+def _warm_up(context: Any) -> None:
     import logging
 
     from signalgen.logs import log_event
 
     try:
-        from dispatcher import runtime
-        from tasks.ops import warm_up
-
-        warm_up(runtime.warm_up())
+        context.warm_up()
     except Exception as exc:  # first tasks then build lazily, and report the outage themselves
         log_event(
             logging.getLogger("tasks"),
@@ -91,10 +89,10 @@ def _warm_up() -> None:
 
 
 @signals.worker_process_shutdown.connect
-def _close_resources(**_: Any) -> None:
-    from signalgen.runtime import close_resources
+def _close_context(**_: Any) -> None:
+    from tasks.context import close_worker_context
 
-    close_resources()
+    close_worker_context()
 
 
 def _register_consumer_steps() -> None:

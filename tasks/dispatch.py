@@ -26,6 +26,7 @@ from kombu.utils.uuid import uuid
 
 from signalgen.logs import log_event
 from tasks import app
+from tasks.middleware import OUTAGES, PolicyTask, bus_task
 from tasks.topology import (
     DISPATCH_INTAKE_QUEUE,
     DISPATCH_QUEUE,
@@ -171,21 +172,13 @@ def _enqueue_executions(parent_id: str | None, root_id: str | None) -> Any:
     return enqueue
 
 
-@app.task(
-    name="signals.dispatch",
-    bind=True,
-    max_retries=20,
-    retry_backoff=True,
-    retry_backoff_max=60,
-    retry_jitter=True,
-    autoretry_for=(Exception,),
-)
-def dispatch(self: Any, envelope: dict[str, Any]) -> dict[str, Any]:
+@bus_task("signals.dispatch", transient=OUTAGES, max_retries=20, backoff_max=60)
+def dispatch(self: PolicyTask, envelope: dict[str, Any]) -> dict[str, Any]:
     """Validate, match, claim, fan out. Invalid signals are dead-lettered inside `dispatch`
-    (never retried); anything raised is an outage (database, broker) and is retried."""
-    from dispatcher import runtime, service
+    (never retried); an outage (database, broker) is retried; anything else is dead-lettered."""
+    from dispatcher import service
 
-    resources = runtime.get_resources()
+    resources = self.ctx.dispatcher
     result = service.dispatch(
         envelope,
         db=resources.db,

@@ -8,49 +8,37 @@ from typing import Any
 
 from tasks import app
 from tasks.dispatch import _enqueue_executions
+from tasks.middleware import OUTAGES, PolicyTask, bus_task
 
 
-@app.task(
-    name="pipelines.execute",
-    bind=True,
+@bus_task(
+    "pipelines.execute",
+    transient=OUTAGES,
     max_retries=20,
-    retry_backoff=True,
-    retry_backoff_max=60,
-    retry_jitter=True,
-    autoretry_for=(Exception,),
+    backoff_max=60,
+    rate_gated=True,  # owner over its limit: "deferred" or "rate_limited", never run here
+    dead_letters_failed_executions=True,
 )
-def execute(self: Any, execution_id: int, published_at: float | None = None) -> str:
+def execute(self: PolicyTask, execution_id: int, published_at: float | None = None) -> str:
     """Run execution `execution_id` once; a duplicate message returns "duplicate"."""
-    from dispatcher import runtime, service
-    from tasks.ops import after_execute, rate_gate
+    from dispatcher import service
 
-    held_back = rate_gate(self, execution_id, published_at)  # owner over its limit
-    if held_back is not None:
-        return held_back
-    resources = runtime.get_resources()
-    status = service.execute(
+    resources = self.ctx.dispatcher
+    return service.execute(
         int(execution_id),
         published_at,
         db=resources.db,
         lease=resources.tuning.lease,
         send_task=app.send_task,
     )
-    after_execute(execution_id, status)  # failed → dead letter
-    return status
 
 
-@app.task(
-    name="pipelines.fire_periodic",
-    bind=True,
-    max_retries=3,
-    retry_backoff=True,
-    autoretry_for=(Exception,),
-)
-def fire_periodic(self: Any) -> dict[str, Any]:
+@bus_task("pipelines.fire_periodic", transient=OUTAGES, max_retries=3)
+def fire_periodic(self: PolicyTask) -> dict[str, Any]:
     """Claim every due periodic pipeline's current slot (once, whoever ticks) and enqueue it."""
-    from dispatcher import runtime, service
+    from dispatcher import service
 
-    resources = runtime.get_resources()
+    resources = self.ctx.dispatcher
     result = service.fire_periodic(
         db=resources.db,
         enqueue=_enqueue_executions(self.request.id, self.request.root_id),

@@ -42,18 +42,17 @@ def record_refused(message: Any, reason: str) -> None:
         raw = body.encode("utf-8", "replace") if isinstance(body, str) else bytes(body)
         content_type = getattr(message, "content_type", None)
         from signalgen.db import get_database
-        from signalgen.db.models import DeadLetter
+        from signalgen.ops.dlq import add_dead_letter
 
         with get_database().session() as session:
-            session.add(
-                DeadLetter(
-                    stage="refused",
-                    reason=reason[:4000],
-                    body=raw[:MAX_KEPT_BODY],
-                    content_type=(content_type or "")[:100] or None,
-                    headers=_headers(message),
-                    attempts=1,
-                )
+            add_dead_letter(
+                session,
+                stage="refused",
+                reason=reason[:4000],
+                body=raw[:MAX_KEPT_BODY],
+                content_type=(content_type or "")[:100] or None,
+                headers=_headers(message),
+                attempts=1,
             )
         log_event(
             logger,

@@ -6,42 +6,57 @@ re-enqueues executions enqueued but never started. Every step is idempotent down
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 from tasks import app
 from tasks.dispatch import _enqueue_executions, dispatch
+from tasks.middleware import OUTAGES, PolicyTask, bus_task
 from tasks.topology import DISPATCH_QUEUE
 
+if TYPE_CHECKING:
+    from dispatcher.repair import RepairResult
+    from signalgen.publishing import PublishOutcome
+    from signalgen.runtime import Resources
 
-@app.task(
-    name="signals.repair",
-    bind=True,
-    max_retries=3,
-    retry_backoff=True,
-    retry_jitter=True,
-    autoretry_for=(Exception,),
-)
-def repair(self: Any) -> dict[str, Any]:
+
+@bus_task("signals.repair", transient=OUTAGES, max_retries=3, dead_letter=False)
+def repair(self: PolicyTask) -> dict[str, Any]:
     """One sweep; an outage raises and is retried with back-off (the next tick also comes)."""
     from dispatcher import repair as repairing
-    from signalgen.ops.broker import queue_depths
-    from signalgen.publishing import publish_pending
-    from signalgen.runtime import get_resources
 
     settings = repairing.RepairSettings()
-    generate_resources = get_resources()
-    outbox = publish_pending(
-        generate_resources.database, generate_resources.publisher, older_than=settings.outbox_age
-    )
+    generation = self.ctx.generation  # the dispatcher's match index is not needed here
+    outbox = _publish_outbox(generation, older_than=settings.outbox_age)
     result = repairing.repair(
-        db=generate_resources.database,  # the dispatcher's match index is not needed here
-        send_dispatch=lambda envelope: dispatch.apply_async((envelope,), queue=DISPATCH_QUEUE),
+        db=generation.database,
+        send_dispatch=_send_dispatch,
         enqueue=_enqueue_executions(self.request.id, self.request.root_id),
         now=datetime.now(UTC),
         settings=settings,
-        backlog=lambda queues: sum(queue_depths(app.conf.broker_url, queues).values()),
+        backlog=_backlog,
     )
+    return report(outbox, result)
+
+
+def _publish_outbox(generation: Resources, *, older_than: timedelta) -> PublishOutcome:
+    from signalgen.publishing import publish_pending
+
+    return publish_pending(generation.database, generation.publisher, older_than=older_than)
+
+
+def _send_dispatch(envelope: dict[str, Any]) -> Any:
+    return dispatch.apply_async((envelope,), queue=DISPATCH_QUEUE)
+
+
+def _backlog(queues: Any) -> int:
+    from signalgen.ops.broker import queue_depths
+
+    return sum(queue_depths(app.conf.broker_url, queues).values())
+
+
+def report(outbox: PublishOutcome, result: RepairResult) -> dict[str, Any]:
+    """The task's result: what the sweep published, re-sent and left for later."""
     return {
         "outbox_published": outbox.published,
         "outbox_pending": outbox.failed,

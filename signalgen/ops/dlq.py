@@ -1,15 +1,17 @@
 """Dead letters: what the bus could not process, kept whole, listed, requeued and purged.
 
-Rows are written by three paths, each with the raw body, the reason, the attempts and the time:
+Rows are written by these paths, each with the raw body, the reason, the attempts and the time,
+and every row is built by `add_dead_letter`:
 
 - stage `dispatch` (dispatcher.service): a message on the intake queue that is not a valid
   signal: not JSON, refused content (pickle, ...), schema errors, unknown type;
 - stage `execute` (`dead_letter_failed_execution`, after `pipelines.execute`): an execution
   that failed after its executor's retries; the body is the signal JSON the pipeline was sent;
-- stage `task` (`dead_letter_task_failure`, Celery's `task_failure` signal): a bus task that
+- stage `task` (`dead_letter_task_failure`, from the task middleware): a bus task that
   raised after its last retry (e.g. the database was away for all of a dispatch's retries);
   the body is `{"task", "args", "kwargs"}`. Not a task whose retry Celery could not publish
-  because the broker was down (tasks/ops.py): the repair sweep or the next tick covers that.
+  because the broker was down (tasks/middleware.py): the repair sweep or the next tick covers
+  that. Which tasks are dead-lettered is declared with each task (`bus_task(dead_letter=...)`).
 
 `requeue` sends each row back through the path it fell out of, which is the idempotent one:
 a dispatch envelope to `signals.dispatch` (claims make a signal run once per pipeline however
@@ -29,24 +31,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import delete, func, select, update
+from sqlalchemy.orm import Session
 
 from signalgen.db import Database
 from signalgen.db.models import DeadLetter, Execution, SignalRecord
 from signalgen.logs import log_event, redact
 
 logger = logging.getLogger("signalgen.ops.dlq")
-
-#: Task names whose permanent failures are dead-lettered (stage `task`).
-BUS_TASKS = frozenset(
-    {
-        "signals.dispatch",
-        "pipelines.execute",
-        "signals.generate",
-        "signals.outbox_sweep",
-        "signals.replay",
-        "pipelines.fire_periodic",
-    }
-)
 
 
 @dataclass(frozen=True)
@@ -140,6 +131,33 @@ def body_text(row: DeadLetter, limit: int | None = None) -> str:
 # -- writing ------------------------------------------------------------------------------------
 
 
+def add_dead_letter(
+    session: Session,
+    *,
+    stage: str,
+    reason: str,
+    body: bytes,
+    content_type: str | None = None,
+    headers: dict[str, Any] | None = None,
+    attempts: int = 1,
+    signal_id: uuid.UUID | None = None,
+    pipeline_id: uuid.UUID | None = None,
+) -> DeadLetter:
+    """Add one dead-letter row to `session` (committed with it): the one place rows are built."""
+    row = DeadLetter(
+        stage=stage,
+        reason=reason,
+        body=body,
+        content_type=content_type,
+        headers=headers,
+        attempts=attempts,
+        signal_id=signal_id,
+        pipeline_id=pipeline_id,
+    )
+    session.add(row)
+    return row
+
+
 def dead_letter_failed_execution(db: Database, execution_id: int) -> bool:
     """Record a `failed` execution as a dead letter (stage `execute`). False if not failed."""
     with db.session() as session:
@@ -175,21 +193,20 @@ def dead_letter_failed_execution(db: Database, execution_id: int) -> bool:
         tried = (row.outcome or {}).get("attempts")
         attempts = max(row.attempts, len(tried) if isinstance(tried, list) else 0, 1)
         reason = f"execution failed after {attempts} attempt(s): {row.error or 'no error'}"
-        session.add(
-            DeadLetter(
-                stage="execute",
-                reason=reason,
-                body=str(payload).encode("utf-8"),
-                content_type="application/json",
-                headers={
-                    "execution_id": execution_id,
-                    "idempotency_key": row.idempotency_key,
-                    "generation": row.generation,
-                },
-                attempts=attempts,
-                signal_id=row.signal_id,
-                pipeline_id=row.pipeline_id,
-            )
+        add_dead_letter(
+            session,
+            stage="execute",
+            reason=reason,
+            body=str(payload).encode("utf-8"),
+            content_type="application/json",
+            headers={
+                "execution_id": execution_id,
+                "idempotency_key": row.idempotency_key,
+                "generation": row.generation,
+            },
+            attempts=attempts,
+            signal_id=row.signal_id,
+            pipeline_id=row.pipeline_id,
         )
     log_event(
         logger,
@@ -214,15 +231,14 @@ def dead_letter_task_failure(
     """Record a bus task that failed after its last retry (stage `task`)."""
     body = json.dumps({"task": task, "args": list(args), "kwargs": kwargs}, default=str)
     with db.session() as session:
-        session.add(
-            DeadLetter(
-                stage="task",
-                reason=reason[:4000],
-                body=body.encode("utf-8"),
-                content_type="application/json",
-                headers={"task": task},
-                attempts=attempts,
-            )
+        add_dead_letter(
+            session,
+            stage="task",
+            reason=reason[:4000],
+            body=body.encode("utf-8"),
+            content_type="application/json",
+            headers={"task": task},
+            attempts=attempts,
         )
     log_event(logger, "dead_lettered", logging.ERROR, stage="task", task=task, reason=reason)
 

@@ -16,7 +16,8 @@ from sqlalchemy import select
 import signalgen.db
 from signalgen.db import Database
 from signalgen.db.models import DeadLetter
-from tasks.ops import _dead_letter_failed_task, retry_lost_to_broker_outage
+from tasks import app
+from tasks.middleware import dead_letter_failed_task, retry_lost_to_broker_outage
 
 
 @pytest.fixture
@@ -26,12 +27,12 @@ def dead_letters(sqlite_db: Database, monkeypatch: pytest.MonkeyPatch) -> Databa
 
 
 def fail(task: str, exception: BaseException) -> None:
-    _dead_letter_failed_task(
-        sender=SimpleNamespace(name=task, request=SimpleNamespace(retries=20)),
-        task_id="t-1",
-        exception=exception,
-        args=[{"body": "x"}],
-        kwargs={},
+    dead_letter_failed_task(
+        SimpleNamespace(name=task, request=SimpleNamespace(retries=20)),
+        "t-1",
+        exception,
+        [{"body": "x"}],
+        {},
     )
 
 
@@ -82,8 +83,13 @@ def test_other_failures_are_dead_lettered(exception: BaseException, dead_letters
 
 
 def test_non_bus_tasks_are_ignored(dead_letters: Database) -> None:
-    fail("signals.replay", RuntimeError("operator input"))
+    app.loader.import_default_modules()  # the task modules (`include`), as a worker loads them
+    replay = app.tasks["signals.replay"]
+    replay.on_failure(RuntimeError("operator input"), "t-1", (), {"since": "x"}, None)
     assert stored(dead_letters) == []
+    dispatch = app.tasks["signals.dispatch"]
+    dispatch.on_failure(RuntimeError("after its retries"), "t-2", ({"body": "x"},), {}, None)
+    assert [stage for stage, _ in stored(dead_letters)] == ["task"]
 
 
 def test_without_an_exception_nothing_is_misread() -> None:
