@@ -7,8 +7,6 @@ task events on so Flower sees every task, UTC, broker retries on start-up.
 Bad configuration stops `celery -A tasks worker|beat` here, at start-up, with the file and field.
 """
 
-import os
-
 from kombu import Queue
 
 from signalgen.config import ConfigError
@@ -89,7 +87,7 @@ task_routes = {
 # Each schedule slot sent once, whatever the number of beats and restarts (a Redis marker per
 # entry and slot; see tasks/beatlock.py). Hot standby: any number of beats, one sends (a lock).
 beat_scheduler = "tasks.beatlock:SlotScheduler"
-if os.environ.get("BEAT_LOCK", "").strip().lower() in ("1", "true", "yes", "on"):
+if _settings.beat_lock:
     beat_scheduler = "tasks.beatlock:LockedScheduler"
 
 try:

@@ -5,10 +5,6 @@ from __future__ import annotations
 import os
 import threading
 from dataclasses import dataclass
-from datetime import timedelta
-
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from dispatcher.store import (
     IndexCache,
@@ -18,41 +14,9 @@ from dispatcher.store import (
     signal_pipelines_fingerprint,
 )
 from signalgen.db import Database, get_database
-from signalgen.settings import Settings, get_settings
+from signalgen.settings import DispatcherSettings, Settings, get_settings
 
-
-class DispatcherSettings(BaseSettings):
-    """Dispatcher tuning from the environment (all optional)."""
-
-    model_config = SettingsConfigDict(extra="ignore", frozen=True)
-
-    #: A `running` execution older than this is presumed dead and may be taken over. Keep it
-    #: above the longest execution (webhook timeout x attempts + back-off).
-    execution_lease_seconds: float = Field(
-        default=900.0, gt=0, validation_alias="EXECUTION_LEASE_SECONDS"
-    )
-    #: A claim still `claimed` after this is re-enqueued by the periodic sweep.
-    claimed_grace_seconds: float = Field(
-        default=60.0, gt=0, validation_alias="CLAIMED_GRACE_SECONDS"
-    )
-    #: How often (at most) a worker reads the pipelines version; a write is matched by every
-    #: worker within this of its commit (patched in, `dispatcher.store.IndexCache`).
-    index_check_seconds: float = Field(
-        default=1.0, gt=0, validation_alias="PIPELINE_INDEX_CHECK_SECONDS"
-    )
-    #: How often a worker verifies its index against the database (one aggregate query):
-    #: the staleness bound for a write whose version bump was lost (Redis down).
-    index_max_age_seconds: float = Field(
-        default=60.0, gt=0, validation_alias="PIPELINE_INDEX_MAX_AGE_SECONDS"
-    )
-
-    @property
-    def lease(self) -> timedelta:
-        return timedelta(seconds=self.execution_lease_seconds)
-
-    @property
-    def claimed_grace(self) -> timedelta:
-        return timedelta(seconds=self.claimed_grace_seconds)
+__all__ = ["DispatcherResources", "DispatcherSettings", "build", "get_resources", "warm_up"]
 
 
 @dataclass
@@ -71,7 +35,7 @@ def _watchlist(settings: Settings) -> tuple[str, ...]:
 
 def build() -> DispatcherResources:
     settings = get_settings()
-    tuning = DispatcherSettings()
+    tuning = DispatcherSettings(settings)
     db = get_database(settings.database_url)
     index = IndexCache(
         load=lambda: load_signal_pipelines(db),

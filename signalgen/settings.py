@@ -1,129 +1,465 @@
-"""One typed view of the environment. Read once per process through `get_settings()`.
+"""One typed view of the environment: `Settings` declares every variable the service reads.
 
-Variable names follow the original architecture (FINNHUB_API_KEY, WATCHLIST_CONFIG_PATH,
-MOCK_GENERATOR_INTERVAL_SECONDS, GOLDEN_CROSS_CHECK_INTERVAL_SECONDS, LOG_LEVEL) plus the URLs
-of the broker, the database and Redis. Nothing set at all is a valid configuration: the embedded
-default (SQLite file, local Redis) used by `signalgen dev`.
+Read once per process through `get_settings()` (`reset_settings()` makes the next call read the
+environment again, for tests that change it). Nothing set at all is a valid configuration: the
+embedded default (SQLite file, local Redis) used by `signalgen dev`.
+
+Groups of variables that had their own settings class keep their short names through a
+`SettingsView`: `DispatcherSettings`, `RepairSettings`, `ApiSettings`.
+
+The README's configuration table and docs/configuration.md are generated from this class:
+`python -m signalgen.settings --write` rewrites them, `--markdown` prints the full table
+(tests/unit/test_settings_docs.py checks that they match).
 """
 
 from __future__ import annotations
 
+import argparse
 import functools
+import re
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
-from typing import Literal
+from types import NoneType, UnionType
+from typing import (
+    Any,
+    ClassVar,
+    Generic,
+    Literal,
+    TypeVar,
+    Union,
+    cast,
+    get_args,
+    get_origin,
+    overload,
+)
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+import annotated_types
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationInfo,
+    ValidatorFunctionWrapHandler,
+    field_validator,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
+from pydantic_core import PydanticUseDefault
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from signalgen.paths import CONFIG_DIR, PROJECT_ROOT
+
+T = TypeVar("T")
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 #: Broker schemes that are not Redis: with one of these, REDIS_URL must be set (no silent default).
 AMQP_SCHEMES = ("amqp://", "amqps://", "pyamqp://", "librabbitmq://")
 _PLACEHOLDER_SECRETS = {"changeme", "change-me", "changethis", "your_api_key", "xxx", "secret"}
+#: The words the beat switches (BEAT_LOCK, BEAT_SEND_ONCE) understand; any other value leaves
+#: the switch at its default, as these variables were always read.
+_ON = ("1", "true", "yes", "on")
+_OFF = ("0", "false", "no", "off")
 
 
 def default_database_url() -> str:
     return f"sqlite:///{PROJECT_ROOT / '.signalgen' / 'signalgen.db'}"
 
 
+def _doc(*, default: str | None = None, main: bool = False) -> dict[str, Any]:
+    """Documentation-only attributes of a field: `default` as the docs show it (when the value
+    itself is not telling), `main` for the README's short table."""
+    extra: dict[str, Any] = {"main": main}
+    if default is not None:
+        extra["shown_default"] = default
+    return extra
+
+
 class Settings(BaseSettings):
-    """Environment configuration. Unknown SIGNALGEN_* variables are ignored, bad values refused."""
+    """Environment configuration. Unknown variables are ignored, bad values refused.
+
+    Each field is one variable (`validation_alias`, the field name in upper case) with its type,
+    default and a one-line `description`: the docs table is generated from them.
+    """
 
     model_config = SettingsConfigDict(
         env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True
     )
 
-    broker_url: str = Field(default=DEFAULT_REDIS_URL, validation_alias="BROKER_URL")
-    database_url: str = Field(default_factory=default_database_url, validation_alias="DATABASE_URL")
-    redis_url: str | None = Field(default=None, validation_alias="REDIS_URL")
+    # Connections
+    broker_url: str = Field(
+        default=DEFAULT_REDIS_URL,
+        validation_alias="BROKER_URL",
+        description="Celery/Kombu broker, `redis://…` or `amqp://…`",
+        json_schema_extra=_doc(
+            main=True, default="`redis://127.0.0.1:6379/0`; embedded under `signalgen dev`"
+        ),
+    )
+    database_url: str = Field(
+        default_factory=default_database_url,
+        validation_alias="DATABASE_URL",
+        description="SQLAlchemy URL, `postgresql://…`",
+        json_schema_extra=_doc(main=True, default="SQLite file `.signalgen/signalgen.db`"),
+    )
+    redis_url: str | None = Field(
+        default=None,
+        validation_alias="REDIS_URL",
+        description=(
+            "Redis for the shared Finnhub limiter, index versions, rate limits, beat's "
+            "send-once markers"
+        ),
+        json_schema_extra=_doc(
+            main=True, default="the broker, if it is Redis; **required** with an `amqp://` broker"
+        ),
+    )
 
-    finnhub_api_key: SecretStr | None = Field(default=None, validation_alias="FINNHUB_API_KEY")
+    # Market data
+    finnhub_api_key: SecretStr | None = Field(
+        default=None,
+        validation_alias="FINNHUB_API_KEY",
+        description="Finnhub key; unset: bars come from imports only (placeholders refused)",
+        json_schema_extra=_doc(main=True),
+    )
     finnhub_base_url: str = Field(
-        default="https://finnhub.io/api/v1", validation_alias="FINNHUB_BASE_URL"
+        default="https://finnhub.io/api/v1",
+        validation_alias="FINNHUB_BASE_URL",
+        description="Finnhub API base",
     )
     finnhub_calls_per_minute: int = Field(
-        default=60, ge=1, validation_alias="FINNHUB_CALLS_PER_MINUTE"
+        default=60,
+        ge=1,
+        validation_alias="FINNHUB_CALLS_PER_MINUTE",
+        description="Finnhub calls per minute, one limit shared by every worker",
+        json_schema_extra=_doc(main=True),
     )
     finnhub_calls_per_second: int = Field(
-        default=30, ge=1, validation_alias="FINNHUB_CALLS_PER_SECOND"
+        default=30,
+        ge=1,
+        validation_alias="FINNHUB_CALLS_PER_SECOND",
+        description="Finnhub calls per second, one limit shared by every worker",
     )
     finnhub_timeout_seconds: float = Field(
-        default=10.0, gt=0, validation_alias="FINNHUB_TIMEOUT_SECONDS"
+        default=10.0,
+        gt=0,
+        validation_alias="FINNHUB_TIMEOUT_SECONDS",
+        description="timeout of one Finnhub HTTP call",
     )
-    #: The exchange whose sessions gate quote calls and date daily bars (exchange_calendars name).
-    market_calendar: str = Field(default="XNYS", min_length=1, validation_alias="MARKET_CALENDAR")
-    #: Wall-time bound of one refresh of a generator's bars (every provider call, retries and
-    #: waits for a rate-limit slot included): what a check may spend on a slow or dead provider.
+    market_calendar: str = Field(
+        default="XNYS",
+        min_length=1,
+        validation_alias="MARKET_CALENDAR",
+        description=(
+            "exchange calendar (exchange_calendars name, or `24/7`) gating quote calls and "
+            "dating daily bars"
+        ),
+    )
     market_data_budget_seconds: float = Field(
-        default=8.0, gt=0, le=300, validation_alias="MARKET_DATA_BUDGET_SECONDS"
+        default=8.0,
+        gt=0,
+        le=300,
+        validation_alias="MARKET_DATA_BUDGET_SECONDS",
+        description=(
+            "wall-time bound of one refresh of a generator's bars (every provider call, retry "
+            "and wait for a rate-limit slot included)"
+        ),
     )
-    #: Consecutive transport failures (timeouts, refused connections, 5xx) that open the circuit.
     provider_breaker_failures: int = Field(
-        default=3, ge=1, validation_alias="PROVIDER_BREAKER_FAILURES"
+        default=3,
+        ge=1,
+        validation_alias="PROVIDER_BREAKER_FAILURES",
+        description=(
+            "consecutive transport failures (timeouts, refused connections, 5xx) that open the "
+            "provider's shared circuit"
+        ),
     )
-    #: How long an open circuit refuses calls before one probe is let through.
     provider_breaker_cooldown_seconds: float = Field(
-        default=60.0, gt=0, validation_alias="PROVIDER_BREAKER_COOLDOWN_SECONDS"
+        default=60.0,
+        gt=0,
+        validation_alias="PROVIDER_BREAKER_COOLDOWN_SECONDS",
+        description="how long an open circuit refuses calls before one probe is let through",
     )
-    #: First pause after a ticker returned no data; doubled on each empty answer, up to the max.
     provider_no_data_retry_seconds: float = Field(
-        default=3600.0, gt=0, validation_alias="PROVIDER_NO_DATA_RETRY_SECONDS"
+        default=3600.0,
+        gt=0,
+        validation_alias="PROVIDER_NO_DATA_RETRY_SECONDS",
+        description="first pause after a ticker returned no data; doubled on each empty answer",
     )
     provider_no_data_retry_max_seconds: float = Field(
-        default=86400.0, gt=0, validation_alias="PROVIDER_NO_DATA_RETRY_MAX_SECONDS"
+        default=86400.0,
+        gt=0,
+        validation_alias="PROVIDER_NO_DATA_RETRY_MAX_SECONDS",
+        description="longest pause for a ticker without data",
     )
-    #: Where backfill gets daily history (docs/marketdata.md#history-sources): stooq (free, no
-    #: key), tiingo, alphavantage (free keys), finnhub (candles, paid plans), csv (files).
     history_source: Literal["stooq", "tiingo", "alphavantage", "finnhub", "csv"] = Field(
-        default="stooq", validation_alias="HISTORY_SOURCE"
+        default="stooq",
+        validation_alias="HISTORY_SOURCE",
+        description="where backfill gets daily history (docs/marketdata.md, history sources)",
+        json_schema_extra=_doc(main=True),
     )
-    stooq_base_url: str = Field(default="https://stooq.com", validation_alias="STOOQ_BASE_URL")
-    tiingo_api_key: SecretStr | None = Field(default=None, validation_alias="TIINGO_API_KEY")
+    stooq_base_url: str = Field(
+        default="https://stooq.com", validation_alias="STOOQ_BASE_URL", description="Stooq base"
+    )
+    tiingo_api_key: SecretStr | None = Field(
+        default=None, validation_alias="TIINGO_API_KEY", description="Tiingo key (free)"
+    )
     tiingo_base_url: str = Field(
-        default="https://api.tiingo.com", validation_alias="TIINGO_BASE_URL"
+        default="https://api.tiingo.com",
+        validation_alias="TIINGO_BASE_URL",
+        description="Tiingo base",
     )
     alphavantage_api_key: SecretStr | None = Field(
-        default=None, validation_alias="ALPHAVANTAGE_API_KEY"
+        default=None,
+        validation_alias="ALPHAVANTAGE_API_KEY",
+        description="Alpha Vantage key (free)",
     )
     alphavantage_base_url: str = Field(
-        default="https://www.alphavantage.co", validation_alias="ALPHAVANTAGE_BASE_URL"
+        default="https://www.alphavantage.co",
+        validation_alias="ALPHAVANTAGE_BASE_URL",
+        description="Alpha Vantage base",
     )
-    #: The `csv` history source's directory of `<TICKER>.csv` files.
-    history_csv_dir: Path | None = Field(default=None, validation_alias="HISTORY_CSV_DIR")
+    history_csv_dir: Path | None = Field(
+        default=None,
+        validation_alias="HISTORY_CSV_DIR",
+        description="the `csv` history source's directory of `<TICKER>.csv` files",
+    )
 
+    # Configuration files and generators
     watchlist_config_path: Path = Field(
-        default=CONFIG_DIR / "watchlist.json", validation_alias="WATCHLIST_CONFIG_PATH"
+        default=CONFIG_DIR / "watchlist.json",
+        validation_alias="WATCHLIST_CONFIG_PATH",
+        description="watchlist (the original's format)",
+        json_schema_extra=_doc(main=True),
     )
     generators_config_path: Path = Field(
-        default=CONFIG_DIR / "generators.json", validation_alias="GENERATORS_CONFIG_PATH"
+        default=CONFIG_DIR / "generators.json",
+        validation_alias="GENERATORS_CONFIG_PATH",
+        description="generator instances, intervals, settings",
+        json_schema_extra=_doc(main=True),
+    )
+    operations_config_path: Path = Field(
+        default=CONFIG_DIR / "operations.json",
+        validation_alias="OPERATIONS_CONFIG_PATH",
+        description="budgets, owner limits, `quotas`, `executors.celery_tasks` (missing: defaults)",
+        json_schema_extra=_doc(main=True),
+    )
+    webhooks_config_path: Path = Field(
+        default=CONFIG_DIR / "webhooks.json",
+        validation_alias="WEBHOOKS_CONFIG_PATH",
+        description="webhook sources, body depth, event-time bounds (missing: no sources)",
+        json_schema_extra=_doc(main=True),
     )
     mock_generator_interval_seconds: int | None = Field(
-        default=None, gt=0, validation_alias="MOCK_GENERATOR_INTERVAL_SECONDS"
+        default=None,
+        gt=0,
+        validation_alias="MOCK_GENERATOR_INTERVAL_SECONDS",
+        description="overrides every `mock` generator's interval",
+        json_schema_extra=_doc(main=True, default="from the file"),
     )
     golden_cross_check_interval_seconds: int | None = Field(
-        default=None, gt=0, validation_alias="GOLDEN_CROSS_CHECK_INTERVAL_SECONDS"
+        default=None,
+        gt=0,
+        validation_alias="GOLDEN_CROSS_CHECK_INTERVAL_SECONDS",
+        description="overrides every `golden_cross` generator's interval",
+        json_schema_extra=_doc(main=True, default="from the file"),
     )
-    #: Overrides `enabled` of every `mock` generator (None: as the file says, which ships it off).
-    #: `signalgen dev` sets it on, with SIGNALGEN_DEV: enabled elsewhere, start-up warns.
     mock_generator_enabled: bool | None = Field(
-        default=None, validation_alias="MOCK_GENERATOR_ENABLED"
+        default=None,
+        validation_alias="MOCK_GENERATOR_ENABLED",
+        description=(
+            "turns `mock` generators on/off over the file (on outside dev logs a warning; "
+            "pipelines still opt in with `include_mock`)"
+        ),
+        json_schema_extra=_doc(default="file (off); `1` under `signalgen dev`"),
     )
-    signalgen_dev: bool = Field(default=False, validation_alias="SIGNALGEN_DEV")
+    signalgen_dev: bool = Field(
+        default=False,
+        validation_alias="SIGNALGEN_DEV",
+        description="set by `signalgen dev` for its processes (mock generators expected)",
+    )
 
-    #: Networks webhook executors may reach although private/loopback/reserved (comma-separated
-    #: CIDRs, e.g. `127.0.0.1/32`). Empty (the default): only public addresses.
-    webhook_allow_networks: str = Field(default="", validation_alias="WEBHOOK_ALLOW_NETWORKS")
-    #: Fernet keys (comma-separated, newest first) that encrypt webhook executor secrets at rest.
-    #: The first encrypts; every one decrypts (rotation). Unset: a key kept in `.signalgen/`.
-    secrets_keys: SecretStr | None = Field(default=None, validation_alias="SECRETS_KEYS")
+    # Beat
+    beat_lock: bool = Field(
+        default=False,
+        validation_alias="BEAT_LOCK",
+        description="hot-standby beat: only the lock holder sends",
+        json_schema_extra=_doc(main=True),
+    )
+    beat_lock_ttl_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        validation_alias="BEAT_LOCK_TTL_SECONDS",
+        description="TTL of the beat lock (renewed every third of it): the standby's takeover",
+    )
+    beat_send_once: bool = Field(
+        default=True,
+        validation_alias="BEAT_SEND_ONCE",
+        description="a Redis marker per schedule slot: each slot sent once across beats, restarts",
+    )
 
+    # Dispatcher (DispatcherSettings)
+    execution_lease_seconds: float = Field(
+        default=900.0,
+        gt=0,
+        validation_alias="EXECUTION_LEASE_SECONDS",
+        description=(
+            "a `running` execution older than this is presumed dead and taken over (keep it "
+            "above webhook timeout x attempts + back-off)"
+        ),
+    )
+    claimed_grace_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        validation_alias="CLAIMED_GRACE_SECONDS",
+        description="a claim still `claimed` after this is re-enqueued by the periodic sweep",
+    )
+    pipeline_index_check_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        validation_alias="PIPELINE_INDEX_CHECK_SECONDS",
+        description="how often (at most) a worker reads the pipelines version (writes patched in)",
+    )
+    pipeline_index_max_age_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        validation_alias="PIPELINE_INDEX_MAX_AGE_SECONDS",
+        description=(
+            "how often a worker checks its index against the database (bound for a lost "
+            "version bump)"
+        ),
+    )
+
+    # Repair (RepairSettings)
+    repair_interval_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        validation_alias="REPAIR_INTERVAL_SECONDS",
+        description="beat interval of `signals.repair`",
+    )
+    repair_grace_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        validation_alias="REPAIR_GRACE_SECONDS",
+        description=(
+            "a signal published, or an execution enqueued, this long ago and untouched is sent "
+            "again"
+        ),
+    )
+    repair_horizon_seconds: float = Field(
+        default=86400.0,
+        gt=0,
+        validation_alias="REPAIR_HORIZON_SECONDS",
+        description="signals recorded longer ago than this are left to an operator's replay",
+    )
+    outbox_sweep_age_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        validation_alias="OUTBOX_SWEEP_AGE_SECONDS",
+        description="age at which the outbox sweep takes over an unpublished signal",
+    )
+    repair_batch: int = Field(
+        default=500,
+        gt=0,
+        validation_alias="REPAIR_BATCH",
+        description="most signals, and most executions, one repair sweep re-sends",
+    )
+    repair_max_backlog: int = Field(
+        default=100,
+        ge=0,
+        validation_alias="REPAIR_MAX_BACKLOG",
+        description="repair re-sends nothing while the queues concerned hold more messages",
+    )
+
+    # Security
+    webhook_allow_networks: str = Field(
+        default="",
+        validation_alias="WEBHOOK_ALLOW_NETWORKS",
+        description=(
+            "comma-separated CIDRs webhook executors may reach although private/loopback/"
+            "reserved (a metadata address only by its exact /32); a bad entry stops start-up"
+        ),
+        json_schema_extra=_doc(
+            main=True,
+            default="empty: public addresses only; `127.0.0.1/32,::1/128` under `signalgen dev`",
+        ),
+    )
+    secrets_keys: SecretStr | None = Field(
+        default=None,
+        validation_alias="SECRETS_KEYS",
+        description=(
+            "Fernet keys, newest first, encrypting webhook secrets at rest (first encrypts, all "
+            "decrypt; `signalgen secrets rotate`)"
+        ),
+        json_schema_extra=_doc(
+            main=True,
+            default="SQLite: a key made in `.signalgen/`; PostgreSQL: webhook writes refused",
+        ),
+    )
+
+    # HTTP API (ApiSettings)
+    api_rate_limit: int = Field(
+        default=600,
+        ge=1,
+        validation_alias="API_RATE_LIMIT",
+        description="HTTP API requests per key per window",
+    )
+    api_rate_window_seconds: int = Field(
+        default=60,
+        ge=1,
+        le=3600,
+        validation_alias="API_RATE_WINDOW_SECONDS",
+        description="the window of `API_RATE_LIMIT`",
+    )
+    api_key_cache_seconds: float = Field(
+        default=1.0,
+        ge=0,
+        le=1,
+        validation_alias="API_KEY_CACHE_SECONDS",
+        description=(
+            "how long an authenticated key is trusted without a lookup (a revoked key works at "
+            "most this long; `0`: revocation immediate)"
+        ),
+    )
+    auth_failures_per_address: int = Field(
+        default=20,
+        ge=0,
+        le=1_000_000,
+        validation_alias="AUTH_FAILURES_PER_ADDRESS",
+        description=(
+            "failed logins (API keys, webhook secrets) per client address per window before 429 "
+            "(`0`: off)"
+        ),
+    )
+    auth_failures_per_key: int = Field(
+        default=20,
+        ge=0,
+        le=1_000_000,
+        validation_alias="AUTH_FAILURES_PER_KEY",
+        description=(
+            "failed logins per key bucket (an API key's first 10 characters; a webhook source) "
+            "per window before 429 (`0`: off)"
+        ),
+    )
+    auth_failure_window_seconds: int = Field(
+        default=60,
+        ge=1,
+        le=86_400,
+        validation_alias="AUTH_FAILURE_WINDOW_SECONDS",
+        description="the window of the failed-login counts; past a limit, 429 until it ends",
+    )
+
+    # Logs
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
-        default="INFO", validation_alias="LOG_LEVEL"
+        default="INFO",
+        validation_alias="LOG_LEVEL",
+        description="log level (`DEBUG` also shows start-up tracebacks)",
+        json_schema_extra=_doc(main=True),
     )
-    #: `auto`: text on a terminal, JSON otherwise (`signalgen.logs.resolve_format`).
     log_format: Literal["json", "text", "auto"] = Field(
-        default="auto", validation_alias="LOG_FORMAT"
+        default="auto",
+        validation_alias="LOG_FORMAT",
+        description="log format",
+        json_schema_extra=_doc(main=True, default="`auto`: text on a terminal, JSON otherwise"),
     )
 
     @field_validator("log_level", mode="before")
@@ -169,6 +505,28 @@ class Settings(BaseSettings):
         candidate = PROJECT_ROOT / value
         return candidate if candidate.exists() else value
 
+    @field_validator("operations_config_path", "webhooks_config_path", mode="before")
+    @classmethod
+    def _blank_path_default(cls, value: object) -> object:
+        if isinstance(value, str) and not value:
+            raise PydanticUseDefault()
+        return value
+
+    @field_validator("beat_lock", "beat_send_once", mode="wrap")
+    @classmethod
+    def _switch(
+        cls, value: object, handler: ValidatorFunctionWrapHandler, info: ValidationInfo
+    ) -> bool:
+        """A word of `_ON` or `_OFF`; any other text leaves the switch at its default."""
+        if isinstance(value, str):
+            word = value.strip().lower()
+            if word in _ON:
+                return True
+            if word in _OFF:
+                return False
+            return bool(cls.model_fields[str(info.field_name)].default)
+        return bool(handler(value))
+
     @model_validator(mode="after")
     def _redis_beside_amqp(self) -> Settings:
         if self.broker_url.startswith(AMQP_SCHEMES) and not self.redis_url:
@@ -193,4 +551,280 @@ class Settings(BaseSettings):
 
 @functools.cache
 def get_settings() -> Settings:
+    """This process's settings, read from the environment (and `.env`) on first use."""
     return Settings()
+
+
+def reset_settings() -> None:
+    """Forget the cached settings: the next `get_settings()` reads the environment again (tests
+    that change it; same as `get_settings.cache_clear()`)."""
+    get_settings.cache_clear()
+
+
+def variable_names() -> tuple[str, ...]:
+    """Every environment variable `Settings` reads, in declaration order."""
+    return tuple(_variable(info) for info in Settings.model_fields.values())
+
+
+def _variable(info: FieldInfo) -> str:
+    alias = info.validation_alias
+    if not isinstance(alias, str):
+        raise TypeError(f"every Settings field names its variable in validation_alias: {info}")
+    return alias
+
+
+# Groups of settings under their readers' short names
+
+
+@dataclass(frozen=True, init=False, repr=False)
+class SettingsView:
+    """Some `Settings` fields under short names (the group's own settings class before there
+    was one `Settings`). `View()` is a view of `get_settings()`; `View(settings)` of that object;
+    `View(NAME=value, ...)` of a `Settings` read now with these overrides, by variable or short
+    name (validated like the variables)."""
+
+    #: short name -> Settings field name (filled by each `Alias` of the class)
+    short_names: ClassVar[Mapping[str, str]] = {}
+
+    settings: Settings
+
+    def __init__(self, settings: Settings | None = None, /, **overrides: Any) -> None:
+        if overrides:
+            if settings is not None:
+                raise TypeError("give a Settings or overrides, not both")
+            fields = Settings.model_fields
+            values: dict[str, Any] = {}
+            for key, value in overrides.items():
+                name = self.short_names.get(key, key.lower())
+                if name not in fields:
+                    raise TypeError(f"{type(self).__name__}: unknown setting {key!r}")
+                values[_variable(fields[name])] = value
+            settings = Settings(**values)
+        object.__setattr__(self, "settings", get_settings() if settings is None else settings)
+
+    def __repr__(self) -> str:
+        values = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.short_names)
+        return f"{type(self).__name__}({values})"
+
+
+class Alias(Generic[T]):
+    """A view's attribute that is one `Settings` field: `grace_seconds =
+    Alias[float]("repair_grace_seconds")`."""
+
+    def __init__(self, field: str) -> None:
+        if field not in Settings.model_fields:
+            raise ValueError(f"Settings has no field {field!r}")
+        self.field = field
+
+    def __set_name__(self, owner: type[SettingsView], name: str) -> None:
+        owner.short_names = {**owner.short_names, name: self.field}
+
+    @overload
+    def __get__(self, view: None, owner: object = None) -> Alias[T]: ...
+    @overload
+    def __get__(self, view: SettingsView, owner: object = None) -> T: ...
+    def __get__(self, view: SettingsView | None, owner: object = None) -> T | Alias[T]:
+        if view is None:  # on the class: the descriptor itself
+            return self
+        return self.read(view.settings)
+
+    def read(self, settings: Settings) -> T:
+        return cast(T, getattr(settings, self.field))
+
+
+class Duration(Alias[timedelta]):
+    """A view's attribute that is a seconds field as a `timedelta` (not a short name)."""
+
+    def __set_name__(self, owner: type[SettingsView], name: str) -> None:
+        pass
+
+    def read(self, settings: Settings) -> timedelta:
+        return timedelta(seconds=getattr(settings, self.field))
+
+
+class DispatcherSettings(SettingsView):
+    """Dispatcher tuning (EXECUTION_LEASE_SECONDS, CLAIMED_GRACE_SECONDS, PIPELINE_INDEX_*);
+    `dispatcher.runtime` hands it to tasks as `resources.tuning`."""
+
+    execution_lease_seconds = Alias[float]("execution_lease_seconds")
+    claimed_grace_seconds = Alias[float]("claimed_grace_seconds")
+    index_check_seconds = Alias[float]("pipeline_index_check_seconds")
+    index_max_age_seconds = Alias[float]("pipeline_index_max_age_seconds")
+    lease = Duration("execution_lease_seconds")
+    claimed_grace = Duration("claimed_grace_seconds")
+
+
+class RepairSettings(SettingsView):
+    """Repair tuning (REPAIR_*, OUTBOX_SWEEP_AGE_SECONDS)."""
+
+    interval_seconds = Alias[float]("repair_interval_seconds")
+    grace_seconds = Alias[float]("repair_grace_seconds")
+    horizon_seconds = Alias[float]("repair_horizon_seconds")
+    outbox_age_seconds = Alias[float]("outbox_sweep_age_seconds")
+    batch = Alias[int]("repair_batch")
+    max_backlog = Alias[int]("repair_max_backlog")
+    grace = Duration("repair_grace_seconds")
+    horizon = Duration("repair_horizon_seconds")
+    outbox_age = Duration("outbox_sweep_age_seconds")
+
+
+class ApiSettings(SettingsView):
+    """HTTP API limits (API_*, AUTH_FAILURE*)."""
+
+    rate_limit = Alias[int]("api_rate_limit")
+    rate_window_seconds = Alias[int]("api_rate_window_seconds")
+    key_cache_seconds = Alias[float]("api_key_cache_seconds")
+    auth_failures_per_address = Alias[int]("auth_failures_per_address")
+    auth_failures_per_key = Alias[int]("auth_failures_per_key")
+    auth_failure_window_seconds = Alias[int]("auth_failure_window_seconds")
+
+
+# The docs, generated
+
+README = PROJECT_ROOT / "README.md"
+CONFIGURATION_DOC = PROJECT_ROOT / "docs" / "configuration.md"
+README_START = "<!-- settings table: generated by `python -m signalgen.settings --write` -->"
+README_END = "<!-- end of settings table -->"
+
+_TYPE_NAMES: dict[Any, str] = {
+    str: "text",
+    int: "integer",
+    float: "number",
+    bool: "switch",
+    Path: "path",
+    SecretStr: "secret",
+}
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _number(value: object) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _type_text(info: FieldInfo) -> str:
+    annotation = info.annotation
+    if get_origin(annotation) in (Union, UnionType):
+        members = [a for a in get_args(annotation) if a is not NoneType]
+        annotation = members[0] if len(members) == 1 else annotation
+    if get_origin(annotation) is Literal:
+        text = "one of " + ", ".join(f"`{v}`" for v in get_args(annotation))
+    else:
+        text = _TYPE_NAMES.get(annotation, str(annotation))
+    bounds = []
+    for item in info.metadata:
+        if isinstance(item, annotated_types.Gt):
+            bounds.append(f"> {_number(item.gt)}")
+        elif isinstance(item, annotated_types.Ge):
+            bounds.append(f"≥ {_number(item.ge)}")
+        elif isinstance(item, annotated_types.Lt):
+            bounds.append(f"< {_number(item.lt)}")
+        elif isinstance(item, annotated_types.Le):
+            bounds.append(f"≤ {_number(item.le)}")
+        elif isinstance(item, annotated_types.MinLen) and item.min_length == 1:
+            bounds.append("not empty")
+    return f"{text} {', '.join(bounds)}" if bounds else text
+
+
+def _extra(info: FieldInfo) -> Mapping[str, Any]:
+    extra = info.json_schema_extra
+    return extra if isinstance(extra, dict) else {}
+
+
+def _default_text(info: FieldInfo) -> str:
+    shown = _extra(info).get("shown_default")
+    if shown is not None:
+        return str(shown)
+    if info.default_factory is not None:
+        raise TypeError(f"{_variable(info)}: a computed default needs `_doc(default=...)`")
+    value = info.default
+    if value is None:
+        return "unset"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, Path):
+        shown_path = (
+            value.relative_to(PROJECT_ROOT) if value.is_relative_to(PROJECT_ROOT) else value
+        )
+        return f"`{shown_path.as_posix()}`"
+    if value == "":
+        return "empty"
+    return f"`{_number(value)}`"
+
+
+def markdown_table(*, main_only: bool = False) -> str:
+    """The variables as a Markdown table (Variable, Type, Default, Meaning), in declaration
+    order; `main_only`: those marked for the README."""
+    lines = ["| Variable | Type | Default | Meaning |", "|---|---|---|---|"]
+    for info in Settings.model_fields.values():
+        if main_only and not _extra(info).get("main"):
+            continue
+        cells = (
+            f"`{_variable(info)}`",
+            _type_text(info),
+            _default_text(info),
+            info.description or "",
+        )
+        lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def readme_section() -> str:
+    """What stands between README_START and README_END in README.md."""
+    return (
+        f"{README_START}\n{markdown_table(main_only=True)}\n"
+        f"Every variable ({len(Settings.model_fields)}), with its type and limits: "
+        f"[docs/configuration.md](docs/configuration.md).\n\n{_WEBHOOK_SECRETS}{README_END}"
+    )
+
+
+_DOC_HEAD = """# Configuration
+
+Every environment variable the service reads, generated from `signalgen.settings.Settings` by
+`python -m signalgen.settings --write` (a test checks that this file matches). Nothing set at all
+is a valid configuration: SQLite file, local Redis. A value outside its type or limits stops
+start-up naming the variable. A `.env` file in the working directory is read too.
+
+"""
+
+_WEBHOOK_SECRETS = """Not settings: the webhook secrets, read from the variables that `secret_env`
+names in `config/webhooks.json` (shipped: `WEBHOOK_TRADINGVIEW_SECRET`, `WEBHOOK_CUSTOM_SECRET`;
+unset: that source is refused).
+"""
+
+
+def configuration_doc() -> str:
+    """docs/configuration.md."""
+    return _DOC_HEAD + markdown_table() + "\n" + _WEBHOOK_SECRETS
+
+
+def readme_with_section(readme: str) -> str:
+    """`readme` with its generated section replaced by `readme_section()`."""
+    pattern = re.compile(re.escape(README_START) + r".*?" + re.escape(README_END), re.DOTALL)
+    if not pattern.search(readme):
+        raise ValueError(f"README has no generated settings section ({README_START})")
+    return pattern.sub(lambda _: readme_section(), readme, count=1)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m signalgen.settings --markdown [--main] | --write`."""
+    parser = argparse.ArgumentParser(prog="python -m signalgen.settings", description=__doc__)
+    group = parser.add_mutually_exclusive_group(required=True)
+    group.add_argument("--markdown", action="store_true", help="print the variables' table")
+    group.add_argument(
+        "--write", action="store_true", help="rewrite docs/configuration.md and README's table"
+    )
+    parser.add_argument("--main", action="store_true", help="only the README's main variables")
+    args = parser.parse_args(argv)
+    if args.markdown:
+        sys.stdout.write(markdown_table(main_only=args.main))
+        return 0
+    CONFIGURATION_DOC.write_text(configuration_doc(), encoding="utf-8")
+    README.write_text(readme_with_section(README.read_text(encoding="utf-8")), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -38,6 +38,7 @@ from celery.beat import PersistentScheduler
 from celery.beat import logger as celery_beat_logger
 
 from signalgen.logs import log_event, redact
+from signalgen.settings import get_settings
 from tasks.schedules import AlignedSchedule, SlotSend, plan_send
 
 logger = logging.getLogger("tasks.beatlock")
@@ -49,7 +50,6 @@ SENT_KEY_PREFIX = "signalgen:beat:sent:"
 #: not wait on a dead Redis's timeouts for every entry).
 MARKER_RETRY_SECONDS = 30.0
 
-_OFF = ("0", "false", "no", "off")
 
 #: Renew the lock's TTL if we hold it (the token is ours). Returns 1 when renewed.
 _RENEW = """
@@ -72,7 +72,7 @@ class SlotScheduler(PersistentScheduler):  # type: ignore[misc]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.token = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex}"
-        self.send_once = os.environ.get("BEAT_SEND_ONCE", "1").strip().lower() not in _OFF
+        self.send_once = get_settings().beat_send_once
         self._markers_down_until = 0.0
         self._redis: Any = None
         super().__init__(*args, **kwargs)
@@ -80,8 +80,6 @@ class SlotScheduler(PersistentScheduler):  # type: ignore[misc]
     def _client(self) -> Any:
         if self._redis is None:
             import redis
-
-            from signalgen.settings import get_settings
 
             self._redis = redis.Redis.from_url(
                 get_settings().effective_redis_url, socket_timeout=2, socket_connect_timeout=2
@@ -155,7 +153,7 @@ class LockedScheduler(SlotScheduler):
     """SlotScheduler that sends only while it holds the beat lock."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self.lock_ttl = float(os.environ.get("BEAT_LOCK_TTL_SECONDS", "30"))
+        self.lock_ttl = get_settings().beat_lock_ttl_seconds
         if not self.lock_ttl > 0:
             raise ValueError("BEAT_LOCK_TTL_SECONDS must be positive")
         self.holding = False

@@ -35,7 +35,6 @@ from signalgen.publishing import publish_recorded, record_signals
 logger = logging.getLogger("signalgen.ingress")
 
 SIGNATURE_HEADER = "X-Signature-256"
-WEBHOOKS_CONFIG_ENV = "WEBHOOKS_CONFIG_PATH"
 
 
 class WebhookConfigError(ValueError):
@@ -43,9 +42,9 @@ class WebhookConfigError(ValueError):
 
 
 def default_config_path() -> Path:
-    from signalgen.paths import CONFIG_DIR
+    from signalgen.settings import get_settings
 
-    return Path(os.environ.get(WEBHOOKS_CONFIG_ENV) or CONFIG_DIR / "webhooks.json")
+    return get_settings().webhooks_config_path
 
 
 def load_webhooks_config(path: Path | None = None) -> WebhooksConfig:

@@ -24,17 +24,12 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from signalgen.paths import CONFIG_DIR
-
 _STRICT = ConfigDict(frozen=True, extra="forbid")
-
-OPERATIONS_CONFIG_ENV = "OPERATIONS_CONFIG_PATH"
 
 
 class Budget(BaseModel):
@@ -166,8 +161,11 @@ class OperationsConfig(BaseModel):
 
 
 def operations_config_path() -> Path:
-    value = os.environ.get(OPERATIONS_CONFIG_ENV)
-    return Path(value) if value else CONFIG_DIR / "operations.json"
+    """OPERATIONS_CONFIG_PATH as the environment says now: read afresh, not from the cached
+    `get_settings()`, because `get_operations_config` is the cache (cleared, it reads again)."""
+    from signalgen.settings import Settings
+
+    return Settings().operations_config_path
 
 
 def load_operations_config(path: Path | None = None) -> OperationsConfig:
