@@ -8,15 +8,13 @@ from typing import Any
 
 import click
 
-from signalgen.db import get_database
-from signalgen.db.engine import ensure_schema
+from signalgen.cli import storage
 
 
 def _store() -> Any:
     from signalgen.marketdata.store import BarStore
 
-    database = get_database()
-    ensure_schema(database)
+    database = storage.open_database(migrate=True)
     return BarStore(database)
 
 

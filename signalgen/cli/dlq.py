@@ -8,16 +8,8 @@ from typing import Any
 
 import click
 
+from signalgen.cli import storage
 from signalgen.cli.ops_options import parse_duration, parse_time, parse_uuids
-
-
-def _database() -> Any:
-    from signalgen.db import get_database
-    from signalgen.db.engine import ensure_schema
-
-    database = get_database()
-    ensure_schema(database)
-    return database
 
 
 def _filters(func: Any) -> Any:
@@ -94,7 +86,7 @@ def list_(status: str, limit: int, as_json: bool, **filters: Any) -> None:
     from signalgen.ops.dlq import body_text, count_dead_letters, list_dead_letters
 
     selection = _selection((), None if status == "all" else status, **filters)
-    database = _database()
+    database = storage.open_database(migrate=False)
     rows = list_dead_letters(database, selection, limit=limit)
     total = count_dead_letters(database, selection)
     if as_json:
@@ -135,7 +127,7 @@ def show(dead_letter_id: int, raw: bool) -> None:
     """One dead letter in full: reason, headers and body."""
     from signalgen.ops.dlq import body_text, get_dead_letter
 
-    row = get_dead_letter(_database(), dead_letter_id)
+    row = get_dead_letter(storage.open_database(migrate=False), dead_letter_id)
     if row is None:
         raise click.ClickException(f"no dead letter {dead_letter_id}")
     if raw:
@@ -160,7 +152,9 @@ def requeue(ids: tuple[int, ...], everything: bool, **filters: Any) -> None:
     from tasks.topology import DISPATCH_QUEUE, PIPELINES_QUEUE
 
     result = requeue_rows(
-        _database(), selection, Senders(app.send_task, DISPATCH_QUEUE, PIPELINES_QUEUE)
+        storage.open_database(migrate=True),
+        selection,
+        Senders(app.send_task, DISPATCH_QUEUE, PIPELINES_QUEUE),
     )
     click.echo(
         f"requeued {result.requeued}, skipped {result.skipped} (already requeued), "
@@ -186,7 +180,7 @@ def purge(ids: tuple[int, ...], status: str, everything: bool, yes: bool, **filt
     selection = _selection(ids, None if status == "all" else status, **filters)
     if not everything and not _is_filtered(selection) and status == "all":
         raise click.UsageError("give ids, a filter, --status, or --all")
-    database = _database()
+    database = storage.open_database(migrate=True)
     count = count_dead_letters(database, selection)
     if not yes:
         click.confirm(f"delete {count} dead letter(s)?", abort=True)

@@ -28,9 +28,8 @@ def serve(host: str, port: int, *, log_level: str = "info") -> None:
     A broken watchlist or generators file stops start-up (ConfigError: file and field)."""
     import uvicorn
 
+    from signalgen.cli import storage
     from signalgen.config import ConfigError
-    from signalgen.db import get_database
-    from signalgen.db.engine import ensure_schema
     from signalgen.http.app import create_app
     from signalgen.settings import get_settings
     from signalgen.startup import configuration_problem
@@ -38,8 +37,7 @@ def serve(host: str, port: int, *, log_level: str = "info") -> None:
     problem = configuration_problem(get_settings())
     if problem is not None:
         raise ConfigError(problem)
-    database = get_database()
-    ensure_schema(database)
+    database = storage.open_database(migrate=True)
     uvicorn.run(create_app(database=database), host=host, port=port, log_level=log_level)
 
 

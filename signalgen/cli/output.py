@@ -88,3 +88,18 @@ def table(
         return "  ".join(parts).rstrip()
 
     return [line(headers), *(line([str(c) for c in row]) for row in rows)]
+
+
+def print_items(
+    items: list[dict[str, Any]], as_json: bool, line: Callable[[dict[str, Any]], str], noun: str
+) -> None:
+    """A listing: one JSON object per line with `as_json`, else `line(item)` per item and how
+    many `noun`s on stderr (so the count never mixes into what a pipe reads)."""
+    import json
+
+    import click
+
+    for item in items:
+        click.echo(json.dumps(item) if as_json else line(item))
+    if not as_json:
+        click.echo(f"{len(items)} {noun}(s)", err=True)

@@ -17,15 +17,8 @@ import click
 from pydantic import ValidationError
 
 from dispatcher.admission import Refused
-
-
-def _database() -> Any:
-    from signalgen.db import get_database
-    from signalgen.db.engine import ensure_schema
-
-    database = get_database()
-    ensure_schema(database)
-    return database
+from signalgen.cli import storage
+from signalgen.cli.output import print_items
 
 
 def _pipeline_id(value: str) -> uuid.UUID:
@@ -126,7 +119,7 @@ def add(spec_json: str | None, disabled: bool, **options: Any) -> None:
         spec = PipelineSpec.model_validate(data)
     except ValidationError as exc:
         raise click.ClickException("invalid pipeline:\n" + describe_errors(exc)) from None
-    database = _database()
+    database = storage.open_database(migrate=True)
     _check_owners(database, {spec.owner})
     try:
         pipeline_id = add_pipeline(database, spec)
@@ -220,19 +213,21 @@ def list_(owner: str | None, trigger_mode: str | None, enabled: bool | None, as_
     """List pipelines (secrets are never printed)."""
     from dispatcher.store import list_pipelines
 
-    rows = list_pipelines(_database(), owner=owner, trigger_mode=trigger_mode, enabled=enabled)
-    for row in rows:
-        item = _summary(row)
-        if as_json:
-            click.echo(json.dumps(item))
-        else:
-            state = "on " if row.enabled else "off"
-            click.echo(
-                f"{item['id']}  {state}  {row.trigger_mode:<8}  {row.executor:<7}  "
-                f"{row.owner}/{row.name}  {json.dumps(item['trigger'])}"
-            )
-    if not as_json:
-        click.echo(f"{len(rows)} pipeline(s)", err=True)
+    rows = list_pipelines(
+        storage.open_database(migrate=False),
+        owner=owner,
+        trigger_mode=trigger_mode,
+        enabled=enabled,
+    )
+    print_items([_summary(row) for row in rows], as_json, _summary_line, "pipeline")
+
+
+def _summary_line(item: dict[str, Any]) -> str:
+    state = "on " if item["enabled"] else "off"
+    return (
+        f"{item['id']}  {state}  {item['trigger_mode']:<8}  {item['executor']:<7}  "
+        f"{item['owner']}/{item['name']}  {json.dumps(item['trigger'])}"
+    )
 
 
 @pipelines.command("show")
@@ -251,7 +246,7 @@ def show(pipeline_id: str, limit: int) -> None:
     from dispatcher.store import PipelineNotFound, get_pipeline
     from signalgen.db.models import Execution
 
-    database = _database()
+    database = storage.open_database(migrate=False)
     try:
         row = get_pipeline(database, _pipeline_id(pipeline_id))
     except PipelineNotFound:
@@ -312,7 +307,7 @@ def _set_enabled(pipeline_id: str, enabled: bool) -> None:
     from dispatcher.store import PipelineNotFound, set_enabled
 
     try:
-        set_enabled(_database(), _pipeline_id(pipeline_id), enabled)
+        set_enabled(storage.open_database(migrate=True), _pipeline_id(pipeline_id), enabled)
     except PipelineNotFound:
         raise click.ClickException(f"no pipeline {pipeline_id}") from None
     click.echo(f"{pipeline_id} {'enabled' if enabled else 'disabled'}")
@@ -343,7 +338,7 @@ def remove(pipeline_id: str, yes: bool) -> None:
     if not yes:
         click.confirm(f"remove pipeline {pipeline_id} and its executions?", abort=True)
     try:
-        remove_pipeline(_database(), parsed)
+        remove_pipeline(storage.open_database(migrate=True), parsed)
     except PipelineNotFound:
         raise click.ClickException(f"no pipeline {pipeline_id}") from None
     click.echo(f"{pipeline_id} removed")
@@ -359,7 +354,7 @@ def import_(source: str, dry_run: bool) -> None:
     from dispatcher.store import InvalidImport, import_specs, parse_import
     from signalgen.crypto import SecretKeyError
 
-    database = _database()
+    database = storage.open_database(migrate=True)
     try:
         data = _with_stored_secrets(database, _read_json(source))
         specs = parse_import(data)
@@ -436,7 +431,7 @@ def export(owner: str | None, output: str | None, include_secrets: bool) -> None
     from dispatcher.store import export_dict, list_pipelines, row_to_spec
     from signalgen.crypto import SecretKeyError
 
-    rows = list_pipelines(_database(), owner=owner)
+    rows = list_pipelines(storage.open_database(migrate=False), owner=owner)
     try:
         items = [export_dict(row_to_spec(row), include_secrets=include_secrets) for row in rows]
     except SecretKeyError as exc:

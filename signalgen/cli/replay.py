@@ -89,37 +89,12 @@ def _os_user() -> str:
 @click.option("--limit", type=click.IntRange(min=1), help="At most this many signals.")
 @click.option("--enqueue", is_flag=True, help="Send to a worker as the signals.replay task.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def replay(
-    signal_ids: tuple[str, ...],
-    since: str | None,
-    until: str | None,
-    last: str | None,
-    signal_types: tuple[str, ...],
-    tickers: tuple[str, ...],
-    sources: tuple[str, ...],
-    pipelines: tuple[str, ...],
-    force: bool,
-    dry_run: bool,
-    limit: int | None,
-    enqueue: bool,
-    as_json: bool,
-) -> None:
+def replay(enqueue: bool, as_json: bool, **selection: Any) -> None:
     """Re-dispatch stored signals to pipelines that have not run them (or, with --force, again)."""
     from dispatcher import replay as replaying
 
-    data = _request(
-        signal_ids,
-        since,
-        until,
-        last,
-        signal_types,
-        tickers,
-        sources,
-        pipelines,
-        force,
-        dry_run,
-        limit,
-    )
+    data = _request(**selection)
+    force, dry_run = selection["force"], selection["dry_run"]
     try:
         request = replaying.parse_request(data)
     except replaying.InvalidReplay as exc:
@@ -130,15 +105,13 @@ def replay(
         result = app.send_task("signals.replay", kwargs=data)
         click.echo(f"signals.replay enqueued: task id {result.id}")
         return
+    from signalgen.cli import storage
     from signalgen.config import load_watchlist
-    from signalgen.db import get_database
-    from signalgen.db.engine import ensure_schema
     from signalgen.settings import get_settings
     from tasks.dispatch import _enqueue_executions
 
     settings = get_settings()
-    database = get_database(settings.database_url)
-    ensure_schema(database)
+    database = storage.open_database(migrate=True)
     index = replaying.current_index(
         database, load_watchlist(settings.watchlist_config_path).tickers
     )

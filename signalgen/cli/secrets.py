@@ -24,10 +24,10 @@ def secrets() -> None:
 def rotate() -> None:
     """Re-encrypt every stored webhook secret with the first key of SECRETS_KEYS (and encrypt
     any still stored in plain text). All or nothing; prints the counts."""
-    from signalgen.cli.pipelines import _database
+    from signalgen.cli import storage
 
     try:
-        counts = rotate_secrets(_database())
+        counts = rotate_secrets(storage.open_database(migrate=True))
     except SecretKeyError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(

@@ -4,20 +4,14 @@ from __future__ import annotations
 
 import json
 import uuid
+from datetime import UTC
 from typing import Any
 
 import click
 
+from signalgen.cli import storage
 from signalgen.cli.ops_options import parse_time
-
-
-def _database() -> Any:
-    from signalgen.db import get_database
-    from signalgen.db.engine import ensure_schema
-
-    database = get_database()
-    ensure_schema(database)
-    return database
+from signalgen.cli.output import print_items
 
 
 def _iso(value: Any) -> str | None:
@@ -51,53 +45,44 @@ def list_(
     as_json: bool,
 ) -> None:
     """Newest first."""
-    from sqlalchemy import select
+    from signalgen.http import queries
 
-    from signalgen.db.models import SignalRecord, SignalTicker
+    with storage.open_database(migrate=False).session() as session:
+        found, _ = queries.list_signals(
+            session,
+            limit=limit,
+            ticker=ticker.upper() if ticker else None,
+            signal_type=signal_type or None,
+            source=source or None,
+            since=parse_time(since, "--since"),
+            until=parse_time(until, "--until"),
+            dispatch_status=status or None,
+        )
+    names = [column.key for column in queries.SIGNAL_COLUMNS]
+    items = [_list_item(dict(zip(names, row, strict=True))) for row in found]
+    print_items(items, as_json, _list_line, "signal")
 
-    start, end = parse_time(since, "--since"), parse_time(until, "--until")
-    statement = select(SignalRecord).order_by(SignalRecord.created_at.desc()).limit(limit)
-    if ticker:
-        statement = statement.join(
-            SignalTicker, SignalTicker.signal_id == SignalRecord.signal_id
-        ).where(SignalTicker.ticker == ticker.upper())
-        if start is not None:
-            statement = statement.where(SignalTicker.created_at >= start)
-        if end is not None:
-            statement = statement.where(SignalTicker.created_at < end)
-    if signal_type:
-        statement = statement.where(SignalRecord.signal_type == signal_type)
-    if source:
-        statement = statement.where(SignalRecord.source == source)
-    if start is not None:
-        statement = statement.where(SignalRecord.created_at >= start)
-    if end is not None:
-        statement = statement.where(SignalRecord.created_at < end)
-    if status:
-        statement = statement.where(SignalRecord.dispatch_status == status)
-    with _database().session() as session:
-        rows = session.execute(statement).scalars().all()
-    for row in rows:
-        item = {
-            "signal_id": str(row.signal_id),
-            "created_at": _iso(row.created_at),
-            "type": row.signal_type,
-            "tickers": row.tickers,
-            "source": row.source,
-            "dispatch": row.dispatch_status,
-            "matched": row.matched_count,
-        }
-        if as_json:
-            click.echo(json.dumps(item))
-        else:
-            matched = "-" if row.matched_count is None else row.matched_count
-            click.echo(
-                f"{item['signal_id']}  {item['created_at']}  {row.signal_type:<20}  "
-                f"{','.join(row.tickers):<24}  {row.source:<24}  "
-                f"{row.dispatch_status:<10}  matched={matched}"
-            )
-    if not as_json:
-        click.echo(f"{len(rows)} signal(s)", err=True)
+
+def _list_item(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "signal_id": str(row["signal_id"]),
+        # rows may come as the driver made them: the time in UTC, as stored
+        "created_at": _iso(row["created_at"].astimezone(UTC)),
+        "type": row["signal_type"],
+        "tickers": row["tickers"],
+        "source": row["source"],
+        "dispatch": row["dispatch_status"],
+        "matched": row["matched_count"],
+    }
+
+
+def _list_line(item: dict[str, Any]) -> str:
+    matched = "-" if item["matched"] is None else item["matched"]
+    return (
+        f"{item['signal_id']}  {item['created_at']}  {item['type']:<20}  "
+        f"{','.join(item['tickers']):<24}  {item['source']:<24}  "
+        f"{item['dispatch']:<10}  matched={matched}"
+    )
 
 
 @signals.command("show")
@@ -112,7 +97,7 @@ def show(signal_id: str) -> None:
         parsed = uuid.UUID(signal_id)
     except ValueError:
         raise click.BadParameter(f"{signal_id!r} is not a UUID", param_hint="SIGNAL_ID") from None
-    with _database().session() as session:
+    with storage.open_database(migrate=False).session() as session:
         record = session.get(SignalRecord, parsed)
         executions = session.execute(
             select(Execution, Pipeline.owner, Pipeline.name, Pipeline.executor)

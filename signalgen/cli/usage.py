@@ -7,8 +7,7 @@ from typing import Any
 
 import click
 
-from signalgen.db import get_database
-from signalgen.db.engine import ensure_schema
+from signalgen.cli import storage
 
 
 def _parse_since(value: str | None) -> datetime | None:
@@ -42,8 +41,7 @@ def usage(since: str | None, generator: str | None, period: str | None, budgets:
     from signalgen.marketdata.usage import usage_totals
 
     start = _parse_since(since)
-    database = get_database()
-    ensure_schema(database)
+    database = storage.open_database(migrate=True)
     if period is not None or budgets:
         _cost_and_budgets(database, start, generator, period, budgets)
         return

@@ -6,14 +6,7 @@ import uuid
 
 import click
 
-from signalgen.db import Database, get_database
-from signalgen.db.engine import ensure_schema
-
-
-def _database() -> Database:
-    database = get_database()
-    ensure_schema(database)
-    return database
+from signalgen.cli import storage
 
 
 @click.group()
@@ -29,7 +22,7 @@ def users_add(name: str, admin: bool, no_key: bool) -> None:
     """Add user NAME and print its first API key (shown once)."""
     from signalgen.http.auth import UserExists, add_user, create_key
 
-    with _database().session() as session:
+    with storage.open_database(migrate=True).session() as session:
         try:
             add_user(session, name, is_admin=admin)
         except (UserExists, ValueError) as exc:
@@ -46,7 +39,7 @@ def users_list() -> None:
     """List users."""
     from signalgen.http.auth import list_users
 
-    with _database().session() as session:
+    with storage.open_database(migrate=False).session() as session:
         for user in list_users(session):
             click.echo(
                 f"{user.name:<32} {'admin' if user.is_admin else 'user':<6} "
@@ -66,7 +59,7 @@ def keys_create(user: str, label: str) -> None:
     """Create an API key for USER and print it (shown once)."""
     from signalgen.http.auth import UnknownUser, create_key
 
-    with _database().session() as session:
+    with storage.open_database(migrate=True).session() as session:
         try:
             row, secret = create_key(session, user, label=label)
         except UnknownUser as exc:
@@ -80,7 +73,7 @@ def keys_list(user: str | None) -> None:
     """List keys: id, user, prefix, label, created, revoked. Never the keys themselves."""
     from signalgen.http.auth import list_keys
 
-    with _database().session() as session:
+    with storage.open_database(migrate=False).session() as session:
         rows = list_keys(session, user)
     for row, name in rows:
         revoked = f"revoked {row.revoked_at:%Y-%m-%d %H:%M}" if row.revoked_at else "active"
@@ -96,7 +89,7 @@ def keys_revoke(key_id: uuid.UUID) -> None:
     """Revoke key KEY_ID (from `signalgen keys list`); requests with it get 401 at once."""
     from signalgen.http.auth import UnknownKey, revoke_key
 
-    with _database().session() as session:
+    with storage.open_database(migrate=True).session() as session:
         try:
             revoke_key(session, key_id)
         except UnknownKey as exc:

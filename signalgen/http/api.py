@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
@@ -82,6 +83,12 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 OBJECT_ERRORS: dict[int | str, dict[str, Any]] = {
     **ERRORS,
     404: {"description": "no such object among those this key may see"},
+}
+#: What every change to an existing pipeline's route says: the write quota, its tag, its errors.
+PIPELINE_WRITE: dict[str, Any] = {
+    "dependencies": [WriteQuota],
+    "tags": ["pipelines"],
+    "responses": OBJECT_ERRORS,
 }
 
 
@@ -305,13 +312,7 @@ def get_pipeline(
     return pipeline_out(row)
 
 
-@router.patch(
-    f"{v1}/pipelines/{{pipeline_id}}",
-    dependencies=[WriteQuota],
-    response_model=PipelineOut,
-    tags=["pipelines"],
-    responses=OBJECT_ERRORS,
-)
+@router.patch(f"{v1}/pipelines/{{pipeline_id}}", response_model=PipelineOut, **PIPELINE_WRITE)
 def update_pipeline(
     pipeline_id: uuid.UUID,
     body: PipelineUpdate,
@@ -325,74 +326,50 @@ def update_pipeline(
     current = store.row_to_spec(row).model_dump(mode="json")
     changes = body.model_dump(mode="json", exclude_unset=True)
     spec = validated_spec({**current, **changes})
-    try:
-        store.update_pipeline(get_db(request), pipeline_id, spec, redis_url=get_redis_url(request))
-    except store.PipelineNotFound:  # deleted meanwhile: an update never brings it back
-        raise NOT_FOUND from None
+    _store_write(store.update_pipeline, request, pipeline_id, spec)
     session.expire_all()
     updated = _visible_pipeline(session, principal, pipeline_id)  # 404 if deleted meanwhile
     return pipeline_out(updated)
 
 
-def _set_enabled(
-    pipeline_id: uuid.UUID,
-    enabled: bool,
-    request: Request,
-    principal: PrincipalDep,
-    session: SessionDep,
-) -> PipelineOut:
-    _visible_pipeline(session, principal, pipeline_id)
+def _store_write(
+    write: Callable[..., object], request: Request, pipeline_id: uuid.UUID, *args: Any
+) -> None:
+    """`write(db, pipeline_id, *args)`, a `dispatcher.store` write that bumps the index
+    version; 404 when the pipeline was deleted meanwhile (a write never brings it back)."""
     try:
-        store.set_enabled(get_db(request), pipeline_id, enabled, redis_url=get_redis_url(request))
+        write(get_db(request), pipeline_id, *args, redis_url=get_redis_url(request))
     except store.PipelineNotFound:
         raise NOT_FOUND from None
-    session.expire_all()
-    row = _visible_pipeline(session, principal, pipeline_id)
-    return pipeline_out(row)
 
 
-@router.post(
-    f"{v1}/pipelines/{{pipeline_id}}/enable",
-    dependencies=[WriteQuota],
-    response_model=PipelineOut,
-    tags=["pipelines"],
-    responses=OBJECT_ERRORS,
-)
-def enable_pipeline(
-    pipeline_id: uuid.UUID, request: Request, principal: PrincipalDep, session: SessionDep
-) -> PipelineOut:
-    return _set_enabled(pipeline_id, True, request, principal, session)
+def _enabled_route(enabled: bool) -> None:
+    """`POST .../enable` and `.../disable`: one handler each, named as the verb says."""
+    verb = "enable" if enabled else "disable"
+
+    path = f"{v1}/pipelines/{{pipeline_id}}/{verb}"
+
+    @router.post(path, name=f"{verb}_pipeline", response_model=PipelineOut, **PIPELINE_WRITE)
+    def set_enabled(
+        pipeline_id: uuid.UUID, request: Request, principal: PrincipalDep, session: SessionDep
+    ) -> PipelineOut:
+        _visible_pipeline(session, principal, pipeline_id)
+        _store_write(store.set_enabled, request, pipeline_id, enabled)
+        session.expire_all()
+        return pipeline_out(_visible_pipeline(session, principal, pipeline_id))
 
 
-@router.post(
-    f"{v1}/pipelines/{{pipeline_id}}/disable",
-    dependencies=[WriteQuota],
-    response_model=PipelineOut,
-    tags=["pipelines"],
-    responses=OBJECT_ERRORS,
-)
-def disable_pipeline(
-    pipeline_id: uuid.UUID, request: Request, principal: PrincipalDep, session: SessionDep
-) -> PipelineOut:
-    return _set_enabled(pipeline_id, False, request, principal, session)
+_enabled_route(True)
+_enabled_route(False)
 
 
-@router.delete(
-    f"{v1}/pipelines/{{pipeline_id}}",
-    status_code=204,
-    dependencies=[WriteQuota],
-    tags=["pipelines"],
-    responses=OBJECT_ERRORS,
-)
+@router.delete(f"{v1}/pipelines/{{pipeline_id}}", status_code=204, **PIPELINE_WRITE)
 def delete_pipeline(
     pipeline_id: uuid.UUID, request: Request, principal: PrincipalDep, session: SessionDep
 ) -> Response:
     """Delete a pipeline and its execution history."""
     _visible_pipeline(session, principal, pipeline_id)
-    try:
-        store.remove_pipeline(get_db(request), pipeline_id, redis_url=get_redis_url(request))
-    except store.PipelineNotFound:
-        raise NOT_FOUND from None
+    _store_write(store.remove_pipeline, request, pipeline_id)
     return Response(status_code=204)
 
 

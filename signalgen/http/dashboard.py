@@ -20,7 +20,7 @@ from signalgen.http.opsdeps import (
     broker_url,
     database,
     operations_config,
-    redis_url,
+    redis_client,
 )
 
 router = APIRouter(tags=["operations"])
@@ -57,14 +57,7 @@ def _generators(request: Request) -> tuple[dict[str, Any] | None, str | None]:
 
 
 def _redis(request: Request) -> Any:
-    import redis
-
-    url = redis_url(request)
-    return app_resource(
-        request,
-        "dashboard_redis",
-        lambda: redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2),
-    )
+    return redis_client(request, "dashboard_redis", timeout=2)
 
 
 async def _data(request: Request, days: int, horizon: int) -> dict[str, Any]:

@@ -3,9 +3,8 @@
 Resources come from `app.state` (what `create_app(**state)` was given) and are built from the
 environment on first use otherwise:
 
-- `app.state.database`: a `signalgen.db.Database` (default: `get_database()`)
-- `app.state.redis_url`: Redis for rate limits and the pipelines index version
-- `app.state.broker_url`: where replay requests (`signals.replay`) are sent
+- `app.state.database`, `redis_url`, `broker_url`: see `signalgen.http.opsdeps`, the one
+  builder of `app.state` resources for every router
 - `app.state.api_settings`: an `ApiSettings` (default: from the environment)
 
 The caller's dependency (`current_principal`) is async and does no blocking work on a warm
@@ -23,9 +22,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request, Response
@@ -36,9 +34,9 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from signalgen.db import Database
-from signalgen.http import throttle
+from signalgen.http import opsdeps, throttle
 from signalgen.http.auth import Principal, key_digest, principal_for_digest
+from signalgen.http.opsdeps import app_resource
 from signalgen.logs import log_event
 
 logger = logging.getLogger("signalgen.http")
@@ -102,55 +100,15 @@ class ApiSettings(BaseSettings):
     )
 
 
-_init_lock = threading.Lock()
-
-
-def _state(request: Request, name: str, build: Any) -> Any:
-    value = getattr(request.app.state, name, None)
-    if value is None:
-        with _init_lock:
-            value = getattr(request.app.state, name, None)
-            if value is None:
-                value = build()
-                setattr(request.app.state, name, value)
-    return value
-
-
-def get_db(request: Request) -> Database:
-    from signalgen.db import get_database
-
-    return _state(request, "database", get_database)  # type: ignore[no-any-return]
-
-
-def get_redis_url(request: Request) -> str:
-    from signalgen.settings import get_settings
-
-    return _state(  # type: ignore[no-any-return]
-        request,
-        "redis_url",
-        lambda: get_settings().effective_redis_url,
-    )
-
-
-def get_broker_url(request: Request) -> str:
-    from signalgen.settings import get_settings
-
-    return _state(  # type: ignore[no-any-return]
-        request,
-        "broker_url",
-        lambda: get_settings().broker_url,
-    )
+#: The resources this module reads from `app.state` (built there on first use):
+#: signalgen.http.opsdeps, the one builder for every router.
+get_db = opsdeps.database
+get_redis_url = opsdeps.redis_url
+get_broker_url = opsdeps.broker_url
 
 
 def get_redis(request: Request) -> Any:
-    import redis
-
-    url = get_redis_url(request)
-    return _state(
-        request,
-        "api_redis",
-        lambda: redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1),
-    )
+    return opsdeps.redis_client(request, "api_redis", timeout=1)
 
 
 def _rate_script(request: Request) -> Any:
@@ -186,13 +144,13 @@ def async_redis(request: Request) -> Any:
 
 
 def get_api_settings(request: Request) -> ApiSettings:
-    return _state(request, "api_settings", ApiSettings)  # type: ignore[no-any-return]
+    return app_resource(request, "api_settings", ApiSettings)  # type: ignore[no-any-return]
 
 
 def read_engine(request: Request) -> Engine:
     """The database engine in autocommit: API reads need no BEGIN/COMMIT round trips."""
     engine = get_db(request).engine
-    return _state(  # type: ignore[no-any-return]
+    return app_resource(  # type: ignore[no-any-return]
         request,
         "api_read_engine",
         lambda: engine.execution_options(isolation_level="AUTOCOMMIT"),
@@ -232,15 +190,16 @@ class KeyCache:
 
     MAX_ENTRIES = 10_000
 
-    def __init__(self, ttl: float) -> None:
+    def __init__(self, ttl: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.ttl = ttl
+        self._clock = clock
         self._entries: dict[str, tuple[float, Principal]] = {}
 
     def get(self, digest: str) -> Principal | None:
         entry = self._entries.get(digest)
         if entry is None:
             return None
-        if entry[0] <= time.monotonic():
+        if entry[0] <= self._clock():
             del self._entries[digest]
             return None
         return entry[1]
@@ -250,7 +209,7 @@ class KeyCache:
             return
         if len(self._entries) >= self.MAX_ENTRIES:
             self._entries.clear()
-        self._entries[digest] = (time.monotonic() + self.ttl, principal)
+        self._entries[digest] = (self._clock() + self.ttl, principal)
 
 
 def _lookup(engine: Engine, digest: str) -> Principal | None:
@@ -260,7 +219,7 @@ def _lookup(engine: Engine, digest: str) -> Principal | None:
 
 def _key_cache(request: Request) -> KeyCache:
     ttl = get_api_settings(request).key_cache_seconds
-    return _state(request, "api_key_cache", lambda: KeyCache(ttl))  # type: ignore[no-any-return]
+    return app_resource(request, "api_key_cache", lambda: KeyCache(ttl))  # type: ignore[no-any-return]
 
 
 async def authenticated(request: Request, key: str) -> Principal | None:

@@ -20,7 +20,7 @@ import json
 import logging
 import math
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -195,8 +195,10 @@ async def _finish(ingress: WebhookIngress, name: str, signal: Signal) -> JSONRes
 
 async def _admit(
     request: Request, name: str, kind: str
-) -> tuple[WebhookIngress, bytes, bytes] | JSONResponse:
-    """Source known and enabled, secret available, body within the limit."""
+) -> tuple[WebhookIngress, bytes, bytes, int | None] | JSONResponse:
+    """Source known and enabled, secret available, body within the limit: (ingress, secret,
+    body, the Retry-After when failed secrets from this sender or for this source reached
+    their limit, else None)."""
     ingress = get_ingress(request)
     source = ingress.source(name)
     if source is None or source.kind != kind:
@@ -210,7 +212,8 @@ async def _admit(
     body = await _read_body(request, ingress.config.max_body_bytes)
     if body is None:
         return _error(413, f"body exceeds {ingress.config.max_body_bytes} bytes")
-    return ingress, secret, body
+    throttled = await login_throttled(request, "webhook", _buckets(request, name))
+    return ingress, secret, body, throttled
 
 
 def _rate_limited(ingress: WebhookIngress, name: str) -> JSONResponse | None:
@@ -266,6 +269,18 @@ def _window(ingress: WebhookIngress, received_at: datetime) -> dict[str, Any]:
     return {"window": ingress.config.event_window(received_at)}
 
 
+async def _publish(
+    ingress: WebhookIngress, source: str, build: Callable[[], Signal]
+) -> JSONResponse:
+    """The signal `build()` makes of a valid body, recorded and published; 422 naming each
+    invalid field otherwise."""
+    try:
+        signal = build()
+    except ValidationError as exc:
+        return _unprocessable(exc)
+    return await _finish(ingress, source, signal)
+
+
 @router.post("/tradingview/{source}", summary="Receive a TradingView alert")
 async def tradingview(source: str, request: Request) -> JSONResponse:
     """A TradingView alert (JSON message with `secret`) becomes an external signal."""
@@ -273,8 +288,7 @@ async def tradingview(source: str, request: Request) -> JSONResponse:
     admitted = await _admit(request, source, "tradingview")
     if isinstance(admitted, JSONResponse):
         return admitted
-    ingress, secret, body = admitted
-    throttled = await login_throttled(request, "webhook", _buckets(request, source))
+    ingress, secret, body, throttled = admitted
     data = _json_object(body, ingress.config.max_body_depth)
     if isinstance(data, JSONResponse):
         if throttled is not None:  # unauthenticated either way: say only "slow down"
@@ -287,12 +301,12 @@ async def tradingview(source: str, request: Request) -> JSONResponse:
     if limited is not None:
         return limited
     config = ingress.config.sources[source]
-    try:
+
+    def build() -> Signal:
         alert = TradingViewAlert.model_validate(data, context=_window(ingress, received_at))
-        signal = tradingview_signal(alert, source, received_at, config.default_confidence)
-    except ValidationError as exc:
-        return _unprocessable(exc)
-    return await _finish(ingress, source, signal)
+        return tradingview_signal(alert, source, received_at, config.default_confidence)
+
+    return await _publish(ingress, source, build)
 
 
 @router.post("/signals/{source}", summary="Receive a signed user-defined signal")
@@ -302,8 +316,7 @@ async def signals(source: str, request: Request) -> JSONResponse:
     admitted = await _admit(request, source, "hmac")
     if isinstance(admitted, JSONResponse):
         return admitted
-    ingress, secret, body = admitted
-    throttled = await login_throttled(request, "webhook", _buckets(request, source))
+    ingress, secret, body, throttled = admitted
     if not signature_matches(body, request.headers.get(SIGNATURE_HEADER), secret):
         detail = f"missing or invalid {SIGNATURE_HEADER} header"
         return await _unauthorized(request, source, detail, throttled)
@@ -313,9 +326,9 @@ async def signals(source: str, request: Request) -> JSONResponse:
     data = _json_object(body, ingress.config.max_body_depth)
     if isinstance(data, JSONResponse):
         return data
-    try:
+
+    def build() -> Signal:
         payload = ExternalSignalIn.model_validate(data, context=_window(ingress, received_at))
-        signal = external_signal(payload, source, received_at)
-    except ValidationError as exc:
-        return _unprocessable(exc)
-    return await _finish(ingress, source, signal)
+        return external_signal(payload, source, received_at)
+
+    return await _publish(ingress, source, build)

@@ -238,6 +238,7 @@ def _signal_filters(
     until: bool,
     cursor: bool,
     scoped: bool = False,
+    dispatch_status: bool = False,
 ) -> Select[Any]:
     """The page query for one combination of filters, with named binds (see list_signals)."""
     statement: Select[Any]
@@ -260,6 +261,8 @@ def _signal_filters(
         statement = statement.where(created >= bindparam("since", type_=created.type))
     if until:
         statement = statement.where(created < bindparam("until", type_=created.type))
+    if dispatch_status:
+        statement = statement.where(SignalRecord.dispatch_status == bindparam("dispatch_status"))
     if cursor:
         statement = statement.where(
             _key(created, ident)
@@ -296,11 +299,13 @@ def list_signals(
     since: datetime | None = None,
     until: datetime | None = None,
     owner: str | None = None,
+    dispatch_status: str | None = None,
 ) -> tuple[list[Any], str | None]:
     """Newest first, keyed on (created_at, signal_id). With a ticker, the walk is over the
     `signal_tickers` primary key (ticker, created_at, signal_id): one index range per page.
     With `owner` (a user who is not an admin), `matched_count` counts that user's pipelines
-    only (`signal_columns`).
+    only (`signal_columns`). `dispatch_status`: pending, dispatched or unmatched only (the
+    CLI's `signals list --status`).
 
     The statement is built once per combination of filters. On PostgreSQL (the hot path) its
     SQL, compiled once, runs on the pooled psycopg connection and rows come back as psycopg
@@ -322,6 +327,8 @@ def list_signals(
         params["cursor_time"], params["cursor_id"] = time_id_cursor(cursor)
     if owner is not None:
         params["owner"] = owner
+    if dispatch_status is not None:
+        params["dispatch_status"] = dispatch_status
     shape = (
         ticker is not None,
         signal_type is not None,
@@ -330,6 +337,7 @@ def list_signals(
         until is not None,
         cursor is not None,
         owner is not None,
+        dispatch_status is not None,
     )
     connection = session.connection() if isinstance(session, Session) else session
     rows: list[Any]

@@ -13,6 +13,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -44,12 +45,12 @@ from tests.integration.ops_support import (
     publish_raw,
     signal_json,
     statuses,
-    wait_until,
 )
 from tests.support.api_server import running_server
 from tests.support.fake_finnhub import FakeFinnhub
 from tests.support.ops import make_signal
 from tests.support.processes import start_worker
+from tests.support.wait import wait_until
 
 pytestmark = [
     pytest.mark.integration,
@@ -137,9 +138,9 @@ def test_metrics_endpoint_exports_every_metric_and_they_move(
         try:
             wait_until(
                 lambda: statuses(pg_db).get(("succeeded", 0)) == 12,
-                60,
-                "executions",
-                lambda: statuses(pg_db),
+                timeout=60,
+                message="executions",
+                detail=lambda: statuses(pg_db),
             )
             time.sleep(1)
             after = scrape(base)
@@ -251,21 +252,10 @@ def seed_dashboard(db: Database) -> tuple[int, dict[str, int]]:
     now = datetime.now(UTC)
     outcomes = {"succeeded": 0, "failed": 0}
     for number, signal in enumerate(signals):
-        with db.session() as session:
-            (claim,) = claims.claim_signal(
-                session, signal_id=signal.signal_id, generation=0, pipeline_ids=[pipeline], now=now
-            )
-            started = claims.start(
-                session,
-                claim.execution_id,
-                now=now,
-                lease=timedelta(minutes=5),
-                published_at=now - timedelta(milliseconds=20 + number * 7),
-            )
-            assert started is not None
-            status = "failed" if number % 10 == 0 else "succeeded"
-            outcomes[status] += 1
-            claims.finish(session, started, status=status, now=now)
+        status = "failed" if number % 10 == 0 else "succeeded"
+        outcomes[status] += 1
+        published_at = now - timedelta(milliseconds=20 + number * 7)
+        executed(db, signal.signal_id, pipeline, now, published_at, status)
     for _ in range(3):
         dead_letter(db, stage="dispatch", reason="body is not UTF-8 text", body=b"\xff")
     record_call(
@@ -333,6 +323,56 @@ def parse(html: str, attribute: str) -> Cells:
     return cells
 
 
+def executed(
+    db: Database,
+    signal_id: uuid.UUID,
+    pipeline_id: uuid.UUID,
+    now: datetime,
+    published_at: datetime,
+    status: str,
+    error: str | None = None,
+) -> None:
+    """One execution of the signal for the pipeline: claimed, started, finished as `status`."""
+    with db.session() as session:
+        (claim,) = claims.claim_signal(
+            session, signal_id=signal_id, generation=0, pipeline_ids=[pipeline_id], now=now
+        )
+        started = claims.start(
+            session,
+            claim.execution_id,
+            now=now,
+            lease=timedelta(minutes=5),
+            published_at=published_at,
+        )
+        assert started is not None
+        claims.finish(session, started, status=status, now=now, error=error)
+
+
+def rendered(
+    app: Any, binary: str | None, tmp_path: Path, query: str, size: tuple[int, int], name: str
+) -> tuple[dict[str, Any], str, Path]:
+    """The dashboard of `app` with `query` (`days=...&horizon=...`, or ""): its JSON data, the
+    DOM headless chromium made of the page, and a screenshot of `size` (kept as `name`)."""
+    assert binary is not None  # `chromium()` skipped the test otherwise
+    with running_server(app) as base:
+        data = httpx.get(f"{base}/dashboard/data{'?' if query else ''}{query}", timeout=30).json()
+        url = f"{base}/dashboard?{query}{'&' if query else ''}refresh=0"
+        dom = browser(binary, tmp_path, "--dump-dom", url)
+        shot = tmp_path / name
+        picture = browser(
+            binary,
+            tmp_path,
+            f"--screenshot={shot}",
+            f"--window-size={size[0]},{size[1]}",
+            "--hide-scrollbars",
+            url,
+        )
+    assert dom.returncode == 0, dom.stderr.decode()[-2000:]
+    assert picture.returncode == 0 and shot.exists(), picture.stderr.decode()[-2000:]
+    keep(shot, name)
+    return data, dom.stdout.decode(), shot
+
+
 def keep(shot: Path, name: str) -> None:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(shot, ARTIFACTS / name)
@@ -387,26 +427,11 @@ def seed_live(db: Database, redis_url: str, now: datetime) -> dict[str, object]:
             )
     for number, signal in enumerate(live):
         for name, pid in pipelines.items():
-            with db.session() as session:
-                (claim,) = claims.claim_signal(
-                    session, signal_id=signal.signal_id, generation=0, pipeline_ids=[pid], now=now
-                )
-                started = claims.start(
-                    session,
-                    claim.execution_id,
-                    now=now,
-                    lease=timedelta(minutes=5),
-                    published_at=now - timedelta(milliseconds=30 + 11 * number),
-                )
-                assert started is not None
-                failed = name == "flaky" and number % 3 == 0
-                claims.finish(
-                    session,
-                    started,
-                    status="failed" if failed else "succeeded",
-                    now=now,
-                    **({"error": "HTTP 502 from the backend"} if failed else {}),
-                )
+            failed = name == "flaky" and number % 3 == 0
+            published_at = now - timedelta(milliseconds=30 + 11 * number)
+            status = "failed" if failed else "succeeded"
+            error = "HTTP 502 from the backend" if failed else None
+            executed(db, signal.signal_id, pid, now, published_at, status, error)
     for _ in range(3):
         dead_letter(db, stage="dispatch", reason="body is not UTF-8 text", body=b"\xff")
     dead_letter(db, stage="dispatch", reason="invalid signal: tickers.0: bad", body=b"{}")
@@ -515,23 +540,7 @@ def test_dashboard_in_headless_chromium_shows_what_the_database_holds(
         generator_specs=specs,
         operations_config=OperationsConfig(cost_per_call={"finnhub": 0.01}),
     )
-    with running_server(app) as base:
-        data = httpx.get(f"{base}/dashboard/data", timeout=30).json()
-        url = f"{base}/dashboard?refresh=0"
-        dom = browser(binary, tmp_path, "--dump-dom", url)
-        shot = tmp_path / "dashboard-live.png"
-        picture = browser(
-            binary,
-            tmp_path,
-            f"--screenshot={shot}",
-            "--window-size=1400,2200",
-            "--hide-scrollbars",
-            url,
-        )
-    assert dom.returncode == 0, dom.stderr.decode()[-2000:]
-    assert picture.returncode == 0 and shot.exists(), picture.stderr.decode()[-2000:]
-    keep(shot, "dashboard-live.png")
-    html = dom.stdout.decode()
+    data, html, shot = rendered(app, binary, tmp_path, "", (1400, 2200), "dashboard-live.png")
     assert 'data-rendered="true"' in html
 
     expected = truth(pg_db, datetime.fromisoformat(data["window"]["since"]))
@@ -604,23 +613,8 @@ def test_dashboard_renders_populated_charts_in_headless_chromium(
         generator_specs={},
         operations_config=OperationsConfig(cost_per_call={"finnhub": 0.0005}),
     )
-    with running_server(app) as base:
-        data = httpx.get(f"{base}/dashboard/data?days=20000&horizon=5", timeout=30).json()
-        url = f"{base}/dashboard?days=20000&horizon=5&refresh=0"
-        dom = browser(binary, tmp_path, "--dump-dom", url)
-        shot = tmp_path / "dashboard.png"
-        picture = browser(
-            binary,
-            tmp_path,
-            f"--screenshot={shot}",
-            "--window-size=1280,1600",
-            "--hide-scrollbars",
-            url,
-        )
-    assert dom.returncode == 0, dom.stderr.decode()[-2000:]
-    assert picture.returncode == 0 and shot.exists(), picture.stderr.decode()[-2000:]
-    keep(shot, "dashboard-history.png")
-    html = dom.stdout.decode()
+    query = "days=20000&horizon=5"
+    data, html, shot = rendered(app, binary, tmp_path, query, (1280, 1600), "dashboard-history.png")
 
     # The inline script ran and drew every chart from the embedded numbers.
     assert 'data-rendered="true"' in html

@@ -29,15 +29,16 @@ from __future__ import annotations
 import json
 import math
 import re
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from signalgen.marketdata.store import BarRow
+from tests.support.fake_server import FakeHandler, FakeServer
 
 PREFIX = "/api/v1"
 PATHS = ("/stock/candle", "/quote", "/company-news")
@@ -51,20 +52,20 @@ class RecordedRequest:
     at: float  # time.time() on arrival
 
 
-@dataclass(frozen=True)
-class Candle:
-    day: date
-    open: float
-    high: float
-    low: float
-    close: float
-    volume: float
+#: A daily candle the server holds: a bar as sources produce it.
+Candle = BarRow
 
 
-class FakeFinnhub:
+class FakeFinnhub(FakeServer):
     """Use as `with FakeFinnhub(token="k") as server:`; point clients at `server.base_url`."""
 
+    mode_kind = "path"
+    mode_keys = PATHS
+    modes = MODES
+    url_prefix = PREFIX
+
     def __init__(self, token: str = "test-token", *, slow_seconds: float = 3.0) -> None:
+        super().__init__()
         self.token = token
         self.slow_seconds = slow_seconds
         self.candles: dict[str, list[Candle]] = {}
@@ -75,27 +76,8 @@ class FakeFinnhub:
         self.real_limit: tuple[int, float] | None = None
         self._answered: list[tuple[str, int, float]] = []  # (path, status, time) of each answer
         self._granted: list[float] = []  # arrival times of requests within real_limit
-        self._modes: dict[str, list[str]] = {path: ["ok"] for path in PATHS}
-        self._lock = threading.Lock()
-        self._release = threading.Event()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
     # -- control -------------------------------------------------------------------------
-
-    def set_mode(self, path: str, *modes: str) -> None:
-        if path not in PATHS:
-            raise ValueError(f"unknown path {path!r}; known: {PATHS}")
-        for mode in modes:
-            if mode not in MODES:
-                raise ValueError(f"unknown mode {mode!r}; known: {MODES}")
-        with self._lock:
-            self._modes[path] = list(modes) or ["ok"]
-
-    def _next_mode(self, path: str) -> str:
-        with self._lock:
-            modes = self._modes[path]
-            return modes.pop(0) if len(modes) > 1 else modes[0]
 
     def count(self, path: str | None = None) -> int:
         with self._lock:
@@ -127,37 +109,6 @@ class FakeFinnhub:
                 return self._granted[len(self._granted) - calls] + seconds - arrived
             self._granted.append(arrived)
             return None
-
-    @property
-    def base_url(self) -> str:
-        assert self._server is not None, "server not started"
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}{PREFIX}"
-
-    def start(self) -> FakeFinnhub:
-        handler = type("Handler", (_Handler,), {"fake": self})
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self._server.daemon_threads = True
-        self._server.block_on_close = False  # type: ignore[attr-defined]
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, daemon=True, kwargs={"poll_interval": 0.05}
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._release.set()  # wake slow handlers
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(5)
-
-    def __enter__(self) -> FakeFinnhub:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # -- answers -------------------------------------------------------------------------
 
@@ -247,12 +198,8 @@ def _json(status: int, body: Any) -> tuple[int, str, bytes]:
     return status, "application/json; charset=utf-8", json.dumps(body).encode()
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(FakeHandler):
     fake: FakeFinnhub
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format: str, *args: Any) -> None:  # quiet
-        pass
 
     def do_GET(self) -> None:
         arrived = time.time()
@@ -274,19 +221,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.fake._record_answer(path, answer[0], arrived)
         self._send(*answer)
 
-    def _send(
-        self, status: int, content_type: str, body: bytes, headers: dict[str, str] | None = None
-    ) -> None:
-        try:
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            for name, value in (headers or {}).items():
-                self.send_header(name, value)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the client gave up (timeout): what "slow" is for
+
+FakeFinnhub.handler = _Handler
 
 
 @contextmanager

@@ -23,13 +23,13 @@ count requests per provider and ticker from the server's own log.
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
+
+from tests.support.fake_server import FakeHandler, FakeServer
 
 PROVIDERS = ("stooq", "tiingo", "alphavantage")
 MODES = ("ok", "limit", "minute", "html", "500")
@@ -63,36 +63,22 @@ class HistoryRequest:
     query: dict[str, str]
 
 
-class FakeHistory:
+class FakeHistory(FakeServer):
     """`with FakeHistory(tiingo_token="t", av_key="k") as server:`; `server.bars["AAPL"] = rows`."""
 
+    mode_kind = "provider"
+    mode_keys = PROVIDERS
+    modes = MODES
+
     def __init__(self, *, tiingo_token: str = "tiingo-test", av_key: str = "av-test") -> None:
+        super().__init__()
         self.tiingo_token = tiingo_token
         self.av_key = av_key
         self.bars: dict[str, Sequence[Any]] = {}
         self.requests: list[HistoryRequest] = []
         self.premium_full = False
-        self._modes: dict[str, list[str]] = {p: ["ok"] for p in PROVIDERS}
-        self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
     # -- control -----------------------------------------------------------------------------
-
-    def set_mode(self, provider: str, *modes: str) -> None:
-        """Modes played in order, one per request, the last sticking."""
-        if provider not in PROVIDERS:
-            raise ValueError(f"unknown provider {provider!r}; known: {PROVIDERS}")
-        for mode in modes:
-            if mode not in MODES:
-                raise ValueError(f"unknown mode {mode!r}; known: {MODES}")
-        with self._lock:
-            self._modes[provider] = list(modes) or ["ok"]
-
-    def _next_mode(self, provider: str) -> str:
-        with self._lock:
-            modes = self._modes[provider]
-            return modes.pop(0) if len(modes) > 1 else modes[0]
 
     def count(self, provider: str | None = None, ticker: str | None = None) -> int:
         with self._lock:
@@ -110,35 +96,6 @@ class FakeHistory:
                 if r.provider == provider:
                     counts[r.ticker] = counts.get(r.ticker, 0) + 1
             return counts
-
-    @property
-    def base_url(self) -> str:
-        assert self._server is not None, "server not started"
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def start(self) -> FakeHistory:
-        handler = type("Handler", (_Handler,), {"fake": self})
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, daemon=True, kwargs={"poll_interval": 0.05}
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(5)
-
-    def __enter__(self) -> FakeHistory:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def _record(self, provider: str, ticker: str, query: dict[str, str]) -> None:
         with self._lock:
@@ -282,12 +239,8 @@ def _json(status: int, body: Any) -> tuple[int, str, bytes]:
     return status, "application/json", json.dumps(body).encode()
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(FakeHandler):
     fake: FakeHistory
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format: str, *args: Any) -> None:  # quiet
-        pass
 
     def do_GET(self) -> None:
         parts = urlsplit(self.path)
@@ -304,16 +257,5 @@ class _Handler(BaseHTTPRequestHandler):
             answer = (404, "text/plain", b"not found")
         self._send(*answer)
 
-    def _send(
-        self, status: int, content_type: str, body: bytes, headers: dict[str, str] | None = None
-    ) -> None:
-        try:
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            for name, value in (headers or {}).items():
-                self.send_header(name, value)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-        except (BrokenPipeError, ConnectionResetError):
-            pass
+
+FakeHistory.handler = _Handler

@@ -58,6 +58,21 @@ def test_db_upgrade_loads_the_sample_bars_once(database_url: str) -> None:
     assert "bar store not empty: sample bars not loaded" in again.output
 
 
+def test_listings_never_migrate_and_writes_do(database_url: str) -> None:
+    from sqlalchemy import inspect
+
+    runner = CliRunner()
+    for listing in (["users", "list"], ["keys", "list"], ["pipelines", "list"], ["dlq", "list"]):
+        result = runner.invoke(main, listing)
+        assert result.exit_code != 0, (listing, result.output)
+        assert inspect(get_database(database_url).engine).get_table_names() == [], listing
+    added = runner.invoke(main, ["users", "add", "alice", "--no-key"])
+    assert added.exit_code == 0, added.output
+    assert "users" in inspect(get_database(database_url).engine).get_table_names()
+    listed = runner.invoke(main, ["users", "list"])
+    assert listed.exit_code == 0 and listed.output.startswith("alice "), listed.output
+
+
 def test_owner_takes_a_user_name_and_refuses_unknown_ones_once_users_exist(
     database_url: str,
 ) -> None:

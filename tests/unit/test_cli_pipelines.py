@@ -27,8 +27,7 @@ SECRET = "0123456789abcdef-secret"
 @pytest.fixture
 def cli(sqlite_db: Database, monkeypatch: pytest.MonkeyPatch) -> tuple[CliRunner, list[int]]:
     bumps: list[int] = []
-    monkeypatch.setattr("signalgen.cli.pipelines._database", lambda: sqlite_db)
-    monkeypatch.setattr("signalgen.cli.signals._database", lambda: sqlite_db)
+    monkeypatch.setattr("signalgen.cli.storage.open_database", lambda **_: sqlite_db)
     monkeypatch.setattr("dispatcher.store.bump_version", lambda *a, **k: bumps.append(1))
     return CliRunner(), bumps
 
@@ -189,3 +188,67 @@ def test_signals_list_and_show_after_a_dispatch(
     shown = json.loads(run(runner, "signals", "show", json.loads(payload)["signal_id"]).output)
     assert shown["dispatch"]["matched"] == 1
     assert shown["matched_pipelines"][0]["status"] == "enqueued"
+
+
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)]
+)
+def test_signals_list_filters_on_either_database(
+    backend: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`signals list` reads through the API's query (`queries.list_signals`): the same filters,
+    times in UTC whatever the driver returns, newest first."""
+    from signalgen.db.models import SignalRecord, SignalTicker
+
+    db: Database = request.getfixturevalue("sqlite_db" if backend == "sqlite" else "pg_db")
+    monkeypatch.setattr("signalgen.cli.storage.open_database", lambda **_: db)
+    base = datetime(2026, 3, 2, 14, 30, tzinfo=UTC)
+    made = []
+    with db.session() as session:
+        for n, (ticker, status) in enumerate(
+            [("AAPL", "dispatched"), ("MSFT", "unmatched"), ("AAPL", "pending")]
+        ):
+            signal_id, created = uuid.uuid4(), base.replace(hour=14 + n)
+            made.append(str(signal_id))
+            session.add(
+                SignalRecord(
+                    signal_id=signal_id,
+                    signal_type="golden_cross",
+                    source="gc" if n < 2 else "ext",
+                    tickers=[ticker],
+                    event_time=created,
+                    created_at=created,
+                    payload="{}",
+                    routing_key=f"signal.golden_cross.{ticker}",
+                    dispatch_status=status,
+                    matched_count=None if status == "pending" else n,
+                )
+            )
+            session.flush()
+            session.add(SignalTicker(ticker=ticker, created_at=created, signal_id=signal_id))
+    runner = CliRunner()
+
+    def listed(*args: str) -> list[dict[str, Any]]:
+        result = run(runner, "signals", "list", "--json", *args)
+        return [json.loads(line) for line in result.output.splitlines()]
+
+    every = listed()
+    assert [row["signal_id"] for row in every] == made[::-1]
+    assert every[-1] == {
+        "signal_id": made[0],
+        "created_at": "2026-03-02T14:30:00+00:00",
+        "type": "golden_cross",
+        "tickers": ["AAPL"],
+        "source": "gc",
+        "dispatch": "dispatched",
+        "matched": 0,
+    }
+    assert [r["signal_id"] for r in listed("--ticker", "aapl")] == [made[2], made[0]]
+    assert [r["signal_id"] for r in listed("--status", "unmatched")] == [made[1]]
+    assert [r["signal_id"] for r in listed("--source", "gc", "--limit", "1")] == [made[1]]
+    window = ("--since", "2026-03-02T15:00:00+00:00", "--until", "2026-03-02T17:00:00+00:00")
+    assert [r["signal_id"] for r in listed(*window)] == [made[2], made[1]]
+    assert [r["signal_id"] for r in listed("--ticker", "AAPL", *window)] == [made[2]]
+    text = run(runner, "signals", "list", "--status", "pending")
+    assert text.stdout.split()[1:3] == ["2026-03-02T16:30:00+00:00", "golden_cross"]
+    assert text.stdout.rstrip().endswith("matched=-")

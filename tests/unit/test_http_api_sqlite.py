@@ -3,7 +3,10 @@ pages work there too. Redis is unreachable here, so the rate limit lets requests
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
+from typing import Any
 
 import httpx
 import pytest
@@ -20,17 +23,28 @@ from tests.integration.test_http_api import (
 from tests.support.api_server import running_server
 
 
+@contextmanager
+def served(database: Database, key: str) -> Iterator[tuple[str, httpx.Client]]:
+    """The app on `database` (Redis unreachable), served, and a client with `key`."""
+    app = create_app(database=database, redis_url="redis://127.0.0.1:1/0")
+    with (
+        running_server(app) as url,
+        httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}) as client,
+    ):
+        yield url, client
+
+
+def created_id(client: httpx.Client, pipeline: dict[str, Any]) -> str:
+    created = client.post("/api/v1/pipelines", json=pipeline)
+    assert created.status_code == 201, created.text
+    return str(created.json()["id"])
+
+
 def test_crud_and_signal_pages_on_sqlite(sqlite_db: Database) -> None:
     keys = add_users(sqlite_db, "alice", "bob")
     store_signals(sqlite_db, [make_signal("AAPL", T0 + timedelta(seconds=n)) for n in range(5)])
-    app = create_app(database=sqlite_db, redis_url="redis://127.0.0.1:1/0")
-    with (
-        running_server(app) as url,
-        httpx.Client(base_url=url, headers={"Authorization": f"Bearer {keys['alice']}"}) as alice,
-    ):
-        created = alice.post("/api/v1/pipelines", json=SIGNAL_PIPELINE)
-        assert created.status_code == 201, created.text
-        pid = created.json()["id"]
+    with served(sqlite_db, keys["alice"]) as (url, alice):
+        pid = created_id(alice, SIGNAL_PIPELINE)
         assert alice.patch(f"/api/v1/pipelines/{pid}", json={"name": "n"}).json()["name"] == "n"
         with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {keys['bob']}"}) as bob:
             assert bob.get(f"/api/v1/pipelines/{pid}").status_code == 404
@@ -55,14 +69,8 @@ def test_a_secret_the_keys_cannot_open_is_a_503_naming_secrets_keys(
         **SIGNAL_PIPELINE,
         "executor": {"kind": "webhook", "url": "http://127.0.0.1:9/x", "secret": "s" * 20},
     }
-    app = create_app(database=sqlite_db, redis_url="redis://127.0.0.1:1/0")
-    with (
-        running_server(app) as url,
-        httpx.Client(base_url=url, headers={"Authorization": f"Bearer {keys['alice']}"}) as alice,
-    ):
-        created = alice.post("/api/v1/pipelines", json=webhook)
-        assert created.status_code == 201, created.text
-        pid = created.json()["id"]
+    with served(sqlite_db, keys["alice"]) as (_, alice):
+        pid = created_id(alice, webhook)
         assert alice.patch(f"/api/v1/pipelines/{pid}", json={"name": "a"}).status_code == 200
         # The operator replaces the keys without keeping the old one: stored secrets are sealed.
         monkeypatch.setenv("SECRETS_KEYS", Fernet.generate_key().decode())

@@ -186,7 +186,7 @@ def test_secrets_rotate_command(sqlite_db: Database, monkeypatch: pytest.MonkeyP
     both = SecretBox((NEW, OLD))
     monkeypatch.setattr(crypto, "default_box", lambda: both)
     monkeypatch.setattr("signalgen.cli.secrets.default_box", lambda: both)
-    monkeypatch.setattr("signalgen.cli.pipelines._database", lambda: sqlite_db)
+    monkeypatch.setattr("signalgen.cli.storage.open_database", lambda **_: sqlite_db)
     result = CliRunner().invoke(main, ["secrets", "rotate"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert (
@@ -229,7 +229,7 @@ def test_rotate_secrets_counts_nothing_without_webhooks(sqlite_db: Database) -> 
 def test_cli_never_shows_the_secret_and_export_leaves_it_out_unless_asked(
     sqlite_db: Database, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setattr("signalgen.cli.pipelines._database", lambda: sqlite_db)
+    monkeypatch.setattr("signalgen.cli.storage.open_database", lambda **_: sqlite_db)
     monkeypatch.setattr("dispatcher.store.bump_version", lambda *a, **k: None)
     runner = CliRunner()
     pipeline_id = add_pipeline(sqlite_db, webhook_spec(), redis_url="redis://127.0.0.1:1/0")

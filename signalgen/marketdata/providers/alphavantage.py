@@ -13,23 +13,18 @@ plans. The source asks `compact` when the range fits in it, `full` otherwise.
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from signalgen.marketdata.history import (
     EntitlementError,
-    HttpGetter,
     ProviderAuthError,
     ProviderDataError,
     RateLimitedError,
     SymbolNotFoundError,
     clean_bars,
-    http_get,
-    parse_day,
-    parse_number,
-    raise_for_status,
 )
+from signalgen.marketdata.providers.keyed import KeyedJsonHistory, parse_bar
 from signalgen.marketdata.store import BarRow
 
 NAME = "alphavantage"
@@ -72,42 +67,25 @@ def parse_alphavantage_daily(payload: Any, ticker: str) -> list[BarRow]:
     series = payload.get(SERIES_KEY)
     if not isinstance(series, dict):
         raise ProviderDataError(f"{NAME}: no {SERIES_KEY!r} in the answer for {ticker}")
-    rows: list[BarRow] = []
-    for key, values in series.items():
-        where = f"{SERIES_KEY}[{key!r}]"
-        if not isinstance(values, dict):
-            raise ProviderDataError(f"{NAME}: {where} is not an object")
-        day = parse_day(key, where, NAME)
-        o, h, low, c, v = (parse_number(values.get(name), name, where, NAME) for name in FIELDS)
-        rows.append(BarRow(day, o, h, low, c, v))
-    return rows
+    return [
+        parse_bar(values, FIELDS, f"{SERIES_KEY}[{key!r}]", NAME, day=key)
+        for key, values in series.items()
+    ]
 
 
-class AlphaVantageHistory:
+class AlphaVantageHistory(KeyedJsonHistory):
     """Alpha Vantage as a `HistorySource`. `base_url` (ALPHAVANTAGE_BASE_URL) may point at a
     local server. `today` fixes the clock that chooses `compact` or `full`."""
 
     name = NAME
+    key_variable = "ALPHAVANTAGE_API_KEY"
+    default_base_url = DEFAULT_BASE_URL
+    default_timeout = 30.0
 
-    def __init__(
-        self,
-        api_key: str,
-        base_url: str = DEFAULT_BASE_URL,
-        *,
-        get: HttpGetter | None = None,
-        timeout: float = 30.0,
-        today: date | None = None,
-    ) -> None:
-        if not api_key.strip():
-            raise ValueError("ALPHAVANTAGE_API_KEY is empty")
-        self._api_key = api_key
-        self.base_url = base_url.rstrip("/")
-        self._get = get or http_get()
-        self.timeout = timeout
+    def __init__(self, *args: Any, today: date | None = None, **options: Any) -> None:
+        """`KeyedJsonHistory`'s arguments (api_key, base_url, get, timeout), and `today`."""
+        super().__init__(*args, **options)
         self._today = today
-
-    def __repr__(self) -> str:
-        return f"AlphaVantageHistory(base_url={self.base_url!r})"
 
     def outputsize(self, start: date) -> str:
         today = self._today or datetime.now(UTC).date()
@@ -122,10 +100,5 @@ class AlphaVantageHistory:
             "outputsize": self.outputsize(start),
             "apikey": self._api_key,
         }
-        answer = self._get(self.base_url + "/query", params, {}, timeout or self.timeout)
-        raise_for_status(answer, NAME, ticker)
-        try:
-            payload = json.loads(answer.text)
-        except ValueError:
-            raise ProviderDataError(f"{NAME}: the answer for {ticker} is not JSON") from None
+        payload = self._get_json("/query", params, {}, ticker, timeout)
         return clean_bars(parse_alphavantage_daily(payload, ticker), start, end, provider=NAME)

@@ -12,22 +12,17 @@ or an object whose `detail` says so.
 
 from __future__ import annotations
 
-import json
 from datetime import date
 from typing import Any
 from urllib.parse import quote
 
 from signalgen.marketdata.history import (
-    HttpGetter,
     ProviderDataError,
     RateLimitedError,
     SymbolNotFoundError,
     clean_bars,
-    http_get,
-    parse_day,
-    parse_number,
-    raise_for_status,
 )
+from signalgen.marketdata.providers.keyed import KeyedJsonHistory, parse_bar
 from signalgen.marketdata.store import BarRow
 
 NAME = "tiingo"
@@ -55,49 +50,25 @@ def parse_tiingo_prices(payload: Any, ticker: str) -> list[BarRow]:
         raise ProviderDataError(
             f"{NAME}: expected a list of prices for {ticker}, got {type(payload).__name__}"
         )
-    rows: list[BarRow] = []
-    for index, item in enumerate(payload):
-        where = f"item {index}"
-        if not isinstance(item, dict):
-            raise ProviderDataError(f"{NAME}: {where} is not an object")
-        day = parse_day(item.get("date"), where, NAME)
-        o, h, low, c, v = (parse_number(item.get(name), name, where, NAME) for name in FIELDS)
-        rows.append(BarRow(day, o, h, low, c, v))
-    return rows
+    return [
+        parse_bar(item, FIELDS, f"item {index}", NAME, day_field="date")
+        for index, item in enumerate(payload)
+    ]
 
 
-class TiingoHistory:
+class TiingoHistory(KeyedJsonHistory):
     """Tiingo as a `HistorySource`. `base_url` (TIINGO_BASE_URL) may point at a local server."""
 
     name = NAME
-
-    def __init__(
-        self,
-        api_key: str,
-        base_url: str = DEFAULT_BASE_URL,
-        *,
-        get: HttpGetter | None = None,
-        timeout: float = 20.0,
-    ) -> None:
-        if not api_key.strip():
-            raise ValueError("TIINGO_API_KEY is empty")
-        self._headers = {"Authorization": f"Token {api_key}", "Content-Type": "application/json"}
-        self.base_url = base_url.rstrip("/")
-        self._get = get or http_get()
-        self.timeout = timeout
-
-    def __repr__(self) -> str:
-        return f"TiingoHistory(base_url={self.base_url!r})"
+    key_variable = "TIINGO_API_KEY"
+    default_base_url = DEFAULT_BASE_URL
+    default_timeout = 20.0
 
     def daily_bars(
         self, ticker: str, start: date, end: date, *, timeout: float | None = None
     ) -> list[BarRow]:
-        url = f"{self.base_url}/tiingo/daily/{quote(tiingo_symbol(ticker), safe='')}/prices"
+        path = f"/tiingo/daily/{quote(tiingo_symbol(ticker), safe='')}/prices"
         params = {"startDate": start.isoformat(), "endDate": end.isoformat(), "format": "json"}
-        answer = self._get(url, params, self._headers, timeout or self.timeout)
-        raise_for_status(answer, NAME, ticker)
-        try:
-            payload = json.loads(answer.text)
-        except ValueError:
-            raise ProviderDataError(f"{NAME}: the answer for {ticker} is not JSON") from None
+        headers = {"Authorization": f"Token {self._api_key}", "Content-Type": "application/json"}
+        payload = self._get_json(path, params, headers, ticker, timeout)
         return clean_bars(parse_tiingo_prices(payload, ticker), start, end, provider=NAME)
