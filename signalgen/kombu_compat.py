@@ -17,19 +17,47 @@ process has them. Each guard only changes behaviour where the library would othe
    every caller on this path already ignores. The unacked messages stay in Redis's unacked
    hash (as they would had Redis been reachable and the close failed), and come back through
    the visibility timeout or, sooner, the repair sweep (dispatcher/repair.py).
-   Test: tests/integration/test_kombu_compat.py.
+   Applied only on `REDIS_CONNPARAMS_AFFECTED` (the kombu versions checked to have the bug):
+   upstream reported the same crash path in https://github.com/celery/kombu/issues/582 (closed
+   without a fix in `_connparams`); celery 5.7 made it reachable on every broker restart.
+   Test: tests/integration/test_kombu_compat.py reproduces the crash on the installed kombu with
+   the guard removed, and fails once that kombu no longer crashes (then narrow the range) or
+   once a kombu outside the range still does (then widen it).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import kombu
+
 _INSTALLED_ATTR = "_signalgen_guarded"
+
+Version = tuple[int, int, int]
+
+# kombu versions whose redis `Channel._connparams` crashes on a detached transport, as
+# [first, end): checked on 5.7.0 (celery 5.7 requires kombu >= 5.7). Revisit on each kombu bump:
+# the test named above tells whether the installed version still needs the guard.
+# Upstream: https://github.com/celery/kombu/issues/582
+REDIS_CONNPARAMS_AFFECTED: tuple[Version, Version] = ((5, 7, 0), (5, 8, 0))
+
+
+def kombu_version() -> Version:
+    """The installed kombu's (major, minor, micro)."""
+    info = kombu.VERSION
+    return (int(info.major), int(info.minor), int(info.micro))
+
+
+def redis_connparams_guard_needed(version: Version | None = None) -> bool:
+    """Whether `version` (default: the installed kombu) is in `REDIS_CONNPARAMS_AFFECTED`."""
+    first, end = REDIS_CONNPARAMS_AFFECTED
+    return first <= (kombu_version() if version is None else version) < end
 
 
 def install() -> None:
-    """Install every guard (idempotent)."""
-    _guard_redis_connparams()
+    """Install every guard the installed kombu needs (idempotent)."""
+    if redis_connparams_guard_needed():
+        _guard_redis_connparams()
 
 
 def _guard_redis_connparams() -> None:

@@ -21,6 +21,30 @@ os.environ.setdefault("WEBHOOK_ALLOW_NETWORKS", "127.0.0.1/32,::1/128")
 os.environ.setdefault("SECRETS_KEYS", "B35Jf3-FQbm2ssvC6IamPNrQEm50aWjjdSjrDNA4fsM=")
 
 
+#: Fixtures that reach a real service: a test using one is an integration test.
+SERVICE_FIXTURES = frozenset({"pg_url", "pg_db", "redis_url", "redis_client", "amqp_url"})
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark `integration` every test that requests a service fixture, wherever it lives."""
+    for item in items:
+        uses = SERVICE_FIXTURES.intersection(getattr(item, "fixturenames", ()))
+        if uses and item.get_closest_marker("integration") is None:
+            item.add_marker(pytest.mark.integration)
+
+
+def require_integration_marker(request: pytest.FixtureRequest, service: str) -> None:
+    """A service fixture reached at run time (`request.getfixturevalue`) by an unmarked test:
+    fail, so `-m "not integration"` never runs a test that needs a service."""
+    if request.node.get_closest_marker("integration") is None:
+        pytest.fail(
+            f"{request.node.nodeid} uses {service} but is not marked integration "
+            '(e.g. pytest.param("postgresql", marks=pytest.mark.integration))',
+            pytrace=False,
+        )
+
+
 def create_schema(database: Database) -> None:
     import signalgen.db.models  # noqa: F401  (registers tables)
 
@@ -43,8 +67,9 @@ def pg_url() -> Iterator[str]:
 
 
 @pytest.fixture
-def pg_db(pg_url: str) -> Iterator[Database]:
+def pg_db(request: pytest.FixtureRequest, pg_url: str) -> Iterator[Database]:
     """The session's PostgreSQL database with a clean schema for each test."""
+    require_integration_marker(request, "PostgreSQL")
     database = Database(pg_url)
     Base.metadata.drop_all(database.engine)
     create_schema(database)
@@ -59,7 +84,8 @@ def redis_url() -> Iterator[str]:
 
 
 @pytest.fixture
-def redis_client(redis_url: str) -> Iterator[object]:
+def redis_client(request: pytest.FixtureRequest, redis_url: str) -> Iterator[object]:
+    require_integration_marker(request, "Redis")
     import redis
 
     client = redis.Redis.from_url(redis_url)

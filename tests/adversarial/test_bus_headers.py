@@ -36,9 +36,9 @@ from tests.integration.ops_support import (
     run_cli,
     signal_json,
     statuses,
-    wait_until,
 )
 from tests.support.processes import CeleryProcess, start_worker
+from tests.support.wait import wait_until
 
 pytestmark = [
     pytest.mark.integration,
@@ -149,7 +149,12 @@ def test_forged_bus_headers_run_nothing_and_a_real_replay_runs_once(
     with KombuPublisher(redis_url) as publisher:  # our own publisher: a real x-published-at
         for signal in signals:
             publisher.publish(signal.to_json(), signal.routing_key)
-    wait_until(lambda: succeeded(pg_db) == {0: 4}, 60, "live dispatch", lambda: statuses(pg_db))
+    wait_until(
+        lambda: succeeded(pg_db) == {0: 4},
+        timeout=60,
+        message="live dispatch",
+        detail=lambda: statuses(pg_db),
+    )
     for signal in signals:
         live = latencies(pg_db, str(signal.signal_id), 0)
         assert all(v is not None and 0 <= v < 30 for v in live), live  # the allowed case
@@ -161,7 +166,10 @@ def test_forged_bus_headers_run_nothing_and_a_real_replay_runs_once(
     assert (outcome["forced"], outcome["generations"]) == (2, [1])
     replay_id = outcome["replay_id"]
     wait_until(
-        lambda: succeeded(pg_db) == {0: 4, 1: 2}, 60, "forced replay", lambda: statuses(pg_db)
+        lambda: succeeded(pg_db) == {0: 4, 1: 2},
+        timeout=60,
+        message="forced replay",
+        detail=lambda: statuses(pg_db),
     )
     replayed = latencies(pg_db, second["signal_id"], 1)
     assert len(replayed) == 2 and all(v is not None and 0 <= v < 30 for v in replayed), replayed
@@ -210,9 +218,9 @@ def test_forged_bus_headers_run_nothing_and_a_real_replay_runs_once(
     expected = {str(s.signal_id): seen[str(s.signal_id)] + rounds * len(forged) for s in signals}
     wait_until(
         lambda: all(dispatches(worker)[sid] >= n for sid, n in expected.items()),
-        90,
-        "the republished messages dispatched",
-        lambda: (dispatches(worker), expected),
+        timeout=90,
+        message="the republished messages dispatched",
+        detail=lambda: (dispatches(worker), expected),
     )
     # Every republish was matched and found its claims taken: zero new executions.
     assert executions(pg_db) == before
@@ -250,7 +258,10 @@ def test_a_forged_published_at_on_first_sight_never_becomes_latency(
         ],
     )
     wait_until(
-        lambda: succeeded(pg_db) == {0: 2}, 60, "first-sight dispatch", lambda: statuses(pg_db)
+        lambda: succeeded(pg_db) == {0: 2},
+        timeout=60,
+        message="first-sight dispatch",
+        detail=lambda: statuses(pg_db),
     )
     [forged_latency] = latencies(pg_db, str(forged.signal_id), 0)
     [honest_latency] = latencies(pg_db, str(honest.signal_id), 0)

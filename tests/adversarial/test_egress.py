@@ -17,7 +17,6 @@ import hashlib
 import hmac
 import json
 import threading
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -35,6 +34,7 @@ from tasks.topology import DISPATCH_INTAKE_QUEUE, SIGNAL_EXCHANGE
 from tests.integration.test_http_api import add_users, make_signal
 from tests.support.api_server import running_server
 from tests.support.processes import CeleryProcess, service_env, start_worker
+from tests.support.wait import wait_until
 
 pytestmark = [pytest.mark.integration]
 
@@ -276,13 +276,20 @@ def test_delivery_is_refused_where_the_workers_policy_says_so(
                 retry=True,
             )
         executions: dict[str, dict[str, Any]] = {}
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and len(executions) < 2:
+
+        def both_ended() -> bool:
             for name, pid in ids.items():
                 items = api.get(f"/api/v1/pipelines/{pid}/executions").json()["items"]
                 if items and items[0]["status"] in ("succeeded", "failed"):
                     executions[name] = items[0]
-            time.sleep(0.2)
+            return len(executions) >= 2
+
+        wait_until(
+            both_ended,
+            timeout=60,
+            message="both executions ended",
+            detail=lambda: (sorted(executions), worker.output()[-3000:]),
+        )
         assert set(executions) == {"internal", "allowed"}, worker.output()[-3000:]
     finally:
         worker.stop()

@@ -34,6 +34,7 @@ from tests.integration.test_http_api import add_users, make_signal
 from tests.integration.test_http_api_dispatch import publish
 from tests.support.api_server import running_server
 from tests.support.processes import CeleryProcess, service_env, start_worker
+from tests.support.wait import wait_until
 
 pytestmark = [
     pytest.mark.integration,
@@ -184,16 +185,23 @@ def test_query_values_and_webhook_secrets_never_leak(
         signal = make_signal("SEC", datetime(2025, 6, 2, 15, 0, tzinfo=UTC))
         publish(redis_url, [signal])
 
-        deadline = time.monotonic() + 60
         executions: list[Execution] = []
         letters: list[DeadLetter] = []
-        while time.monotonic() < deadline:
+
+        def one_succeeded_one_failed_and_dead_lettered() -> bool:
+            nonlocal executions, letters
             with pg_db.session() as session:
                 executions = list(session.execute(select(Execution)).scalars())
                 letters = list(session.execute(select(DeadLetter)).scalars())
-            if {e.status for e in executions} == {"succeeded", "failed"} and letters:
-                break
-            time.sleep(0.3)
+            return {e.status for e in executions} == {"succeeded", "failed"} and bool(letters)
+
+        wait_until(
+            one_succeeded_one_failed_and_dead_lettered,
+            timeout=60,
+            interval=0.3,
+            message="one execution succeeded, one failed and dead-lettered",
+            detail=lambda: [(e.status, e.error) for e in executions],
+        )
         by_pipeline = {str(e.pipeline_id): e for e in executions}
         assert by_pipeline[good].status == "succeeded", [(e.status, e.error) for e in executions]
         assert by_pipeline[bad].status == "failed"

@@ -7,7 +7,6 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -131,20 +130,6 @@ def statuses(db: Database, pipeline_id: uuid.UUID | None = None) -> dict[tuple[s
         statement = statement.where(Execution.pipeline_id == pipeline_id)
     with db.session() as session:
         return {(s, g): int(n) for s, g, n in session.execute(statement)}
-
-
-def wait_until(
-    check: Callable[[], bool],
-    timeout: float,
-    what: str,
-    detail: Callable[[], object] = lambda: None,
-) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}: {detail()}")
 
 
 def run_cli(

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from tests.support.processes import CeleryProcess, service_env, start_beat
+from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -60,17 +61,16 @@ def logged_sends(*processes: CeleryProcess) -> Counter[tuple[str, int]]:
 
 
 def wait_for_event(process: CeleryProcess, event: str, entry: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for line in process.output().splitlines():
-            if (
-                line.startswith("{")
-                and f'"{event}"' in line
-                and json.loads(line).get("entry") == entry
-            ):
-                return
-        time.sleep(0.1)
-    raise AssertionError(f"no {event} for {entry} in {timeout}s:\n{process.output()[-3000:]}")
+    wait_until(
+        lambda: any(
+            line.startswith("{") and f'"{event}"' in line and json.loads(line).get("entry") == entry
+            for line in process.output().splitlines()
+        ),
+        timeout=timeout,
+        interval=0.1,
+        message=f"{event} for {entry}",
+        detail=lambda: "\n" + process.output()[-3000:],
+    )
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from signalgen.marketdata.sample import latest_session, market_today
+from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -107,16 +108,26 @@ def test_dev_runs_offline_and_stops_cleanly(tmp_path: Path) -> None:
         started = time.monotonic()
         first: float | None = None
         by_type: dict[str, dict[str, object]] = {}
-        # Every bar generator shows an event from the bundled history, re-dated to end today.
-        while time.monotonic() - started < 60 and not shows_every_generator(by_type):
+
+        def every_generator_emitted() -> bool:
+            nonlocal first
             assert proc.poll() is None, log_path.read_text()[-4000:]
-            children |= descendants(proc.pid)
+            children.update(descendants(proc.pid))
             for line in log_path.read_text(errors="replace").splitlines():
                 if line.startswith("{") and '"signal_emitted"' in line:
                     event = json.loads(line)
                     first = first or time.monotonic() - started
                     by_type.setdefault(str(event["signal_type"]), event)
-            time.sleep(0.5)
+            return shows_every_generator(by_type)
+
+        # Every bar generator shows an event from the bundled history, re-dated to end today.
+        wait_until(
+            every_generator_emitted,
+            timeout=60,
+            interval=0.5,
+            message="a signal_emitted from every generator",
+            detail=lambda: f"signal types: {sorted(by_type)}\n{log_path.read_text()[-4000:]}",
+        )
         assert first is not None, f"no signal_emitted in 60 s:\n{log_path.read_text()[-4000:]}"
         print(f"first signal_emitted {first:.1f}s after `signalgen dev`")
         print(f"golden/death cross, volatility, price level: {time.monotonic() - started:.1f}s")
@@ -182,9 +193,12 @@ def test_dev_runs_offline_and_stops_cleanly(tmp_path: Path) -> None:
             for pid in children:  # each child runs in a session of its own
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 5
-    while any(alive(pid) for pid in children) and time.monotonic() < deadline:
-        time.sleep(0.2)
+    wait_until(
+        lambda: not any(alive(pid) for pid in children),
+        timeout=5,
+        message="children stopped",
+        detail=lambda: [pid for pid in children if alive(pid)],
+    )
     orphans = [pid for pid in children if alive(pid)]
     assert not orphans, f"children left running: {orphans}"
     assert '"dev_stopped"' in log_path.read_text()

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.test_dev import CONFIG_VARIABLES, alive, descendants
+from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -41,15 +42,6 @@ class DevRun:
         ]
 
 
-def wait_for(condition: object, timeout: float, what: str, run: DevRun) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if callable(condition) and condition():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"{what} not within {timeout} s:\n{run.text()[-4000:]}")
-
-
 @pytest.fixture
 def dev(tmp_path: Path) -> Iterator[DevRun]:
     """`signalgen dev` (offline defaults) with its own TMPDIR, running until both workers are
@@ -71,7 +63,12 @@ def dev(tmp_path: Path) -> Iterator[DevRun]:
     run = DevRun(proc, log, tmp)
     seen: set[int] = set()
     try:
-        wait_for(lambda: run.text().count(" ready.") >= 2, 60, "both workers ready", run)
+        wait_until(
+            lambda: run.text().count(" ready.") >= 2,
+            timeout=60,
+            message="both workers ready",
+            detail=lambda: "\n" + run.text()[-4000:],
+        )
         seen |= descendants(proc.pid)
         yield run
     finally:
@@ -84,11 +81,12 @@ def dev(tmp_path: Path) -> Iterator[DevRun]:
 
 
 def assert_nothing_left(run: DevRun, children: set[int]) -> None:
-    deadline = time.monotonic() + ORPHAN_BOUND_SECONDS
-    while time.monotonic() < deadline:
-        if not any(alive(pid) for pid in children) and not any(run.tmp.iterdir()):
-            break
-        time.sleep(0.2)
+    wait_until(
+        lambda: not any(alive(pid) for pid in children) and not any(run.tmp.iterdir()),
+        timeout=ORPHAN_BOUND_SECONDS,
+        message="children stopped and temp dirs removed",
+        detail=lambda: ([pid for pid in children if alive(pid)], list(run.tmp.iterdir())),
+    )
     left = {pid: Path(f"/proc/{pid}/cmdline").read_bytes()[:80] for pid in children if alive(pid)}
     assert not left, f"children still running {ORPHAN_BOUND_SECONDS} s after: {left}"
     assert not list(run.tmp.iterdir()), f"temp dirs left: {list(run.tmp.iterdir())}"

@@ -30,6 +30,7 @@ from signalgen.db import Database
 from signalgen.db.models import DeadLetter, Execution, SignalRecord
 from tasks.topology import DISPATCH_INTAKE_QUEUE, SIGNAL_EXCHANGE
 from tests.support.processes import CeleryProcess, service_env, start_worker
+from tests.support.wait import wait_until
 
 pytestmark = [
     pytest.mark.integration,
@@ -264,9 +265,10 @@ def restore_unacked(broker_url: str) -> None:
 
 
 def settled(db: Database, expected: int, timeout: float, on_wait: Any = None) -> dict[str, int]:
-    deadline = time.monotonic() + timeout
     counts: dict[str, int] = {}
-    while time.monotonic() < deadline:
+
+    def all_succeeded() -> bool:
+        nonlocal counts
         with db.session() as session:
             counts = dict(
                 session.execute(  # type: ignore[arg-type]
@@ -274,12 +276,20 @@ def settled(db: Database, expected: int, timeout: float, on_wait: Any = None) ->
                 ).all()
             )
         if counts.get("succeeded", 0) >= expected and set(counts) == {"succeeded"}:
-            time.sleep(1.0)  # let any straggling duplicate land before the final check
-            return counts
+            return True
         if on_wait is not None:
             on_wait()
-        time.sleep(0.5)
-    raise AssertionError(f"executions did not settle: {counts}, expected {expected} succeeded")
+        return False
+
+    wait_until(
+        all_succeeded,
+        timeout=timeout,
+        interval=0.5,
+        message=f"executions did not settle, expected {expected} succeeded",
+        detail=lambda: counts,
+    )
+    time.sleep(1.0)  # let any straggling duplicate land before the final check
+    return counts
 
 
 def executed_pairs(db: Database) -> tuple[Counter[tuple[str, str]], dict[tuple[str, str], int]]:
@@ -370,16 +380,25 @@ def test_invalid_and_pickled_messages_are_dead_lettered(
             content_encoding="utf-8",
             **common,
         )
-    deadline = time.monotonic() + 30
-    letters: list[DeadLetter] = []
-    recorded = None
-    while time.monotonic() < deadline:
+
+    def letters_and_record() -> tuple[list[DeadLetter], SignalRecord | None]:
         with pg_db.session() as session:
             letters = list(session.execute(select(DeadLetter)).scalars())
             recorded = session.get(SignalRecord, uuid.UUID(good["signal_id"]))
-        if len(letters) >= 3 and recorded is not None and recorded.dispatch_status != "pending":
-            break
-        time.sleep(0.3)
+        return letters, recorded
+
+    def three_letters_and_dispatched() -> tuple[list[DeadLetter], SignalRecord | None] | None:
+        letters, recorded = letters_and_record()
+        done = len(letters) >= 3 and recorded is not None and recorded.dispatch_status != "pending"
+        return (letters, recorded) if done else None
+
+    letters, recorded = wait_until(
+        three_letters_and_dispatched,
+        timeout=30,
+        interval=0.3,
+        message="three dead letters and the good signal dispatched",
+        detail=lambda: [letter.reason for letter in letters_and_record()[0]],
+    )
     reasons = sorted(letter.reason for letter in letters)
     assert len(letters) == 3, reasons
     assert any("content type 'application/x-python-serialize' refused" in r for r in reasons)

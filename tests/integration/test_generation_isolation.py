@@ -39,6 +39,7 @@ from tasks.topology import (
 from tests.support.api_server import running_server
 from tests.support.fake_finnhub import FakeFinnhub
 from tests.support.processes import CeleryProcess, service_env, start_worker
+from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -193,10 +194,13 @@ def test_alerts_reach_pipelines_within_a_second_while_the_provider_hangs(
         webhooks_config=webhooks,
     )
     saturate_generation(redis_url)
-    deadline = time.monotonic() + 60
-    while finnhub.count() == 0:  # generation has reached the provider, and hangs there
-        assert time.monotonic() < deadline, workers["generation"].output()[-3000:]
-        time.sleep(0.1)
+    wait_until(  # generation has reached the provider, and hangs there
+        lambda: finnhub.count() > 0,
+        timeout=60,
+        interval=0.1,
+        message="generation reached the provider",
+        detail=lambda: workers["generation"].output()[-3000:],
+    )
 
     latencies = []
     with running_server(app) as url, httpx.Client(base_url=url, timeout=10) as client:

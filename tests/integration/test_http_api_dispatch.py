@@ -29,6 +29,7 @@ from tasks.topology import DISPATCH_INTAKE_QUEUE, SIGNAL_EXCHANGE
 from tests.integration.test_http_api import add_users, make_signal
 from tests.support.api_server import running_server
 from tests.support.processes import CeleryProcess, service_env, start_worker
+from tests.support.wait import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -97,18 +98,19 @@ def publish(broker_url: str, signals: list[Signal]) -> None:
 def wait_dispatched(db: Database, signals: list[Signal], timeout: float = 60) -> dict[str, str]:
     """signal id -> dispatch status, once none is pending."""
     ids = [s.signal_id for s in signals]
-    deadline = time.monotonic() + timeout
-    statuses: dict[str, str] = {}
-    while time.monotonic() < deadline:
+
+    def statuses() -> dict[str, str]:
         with db.session() as session:
-            statuses = {
+            return {
                 str(row.signal_id): row.dispatch_status
                 for row in session.query(SignalRecord).filter(SignalRecord.signal_id.in_(ids))
             }
-        if len(statuses) == len(ids) and "pending" not in statuses.values():
-            return statuses
-        time.sleep(0.2)
-    raise AssertionError(f"signals not dispatched in {timeout}s: {statuses}")
+
+    def none_pending() -> dict[str, str]:
+        found = statuses()
+        return found if len(found) == len(ids) and "pending" not in found.values() else {}
+
+    return wait_until(none_pending, timeout=timeout, message="signals dispatched", detail=statuses)
 
 
 def signals_for(ticker: str, count: int, minute: int) -> list[Signal]:
@@ -147,13 +149,20 @@ def test_pipeline_created_over_http_receives_the_next_matching_signal(
         publish(redis_url, wanted)
         assert set(wait_dispatched(pg_db, wanted).values()) == {"dispatched"}
 
-        deadline = time.monotonic() + 60
-        executions: list[dict[str, Any]] = []
-        while time.monotonic() < deadline:
-            executions = alice.get(f"/api/v1/pipelines/{pid}/executions").json()["items"]
-            if len(executions) == 6 and {e["status"] for e in executions} == {"succeeded"}:
-                break
-            time.sleep(0.3)
+        def executions_if_succeeded(count: int) -> list[dict[str, Any]]:
+            found: list[dict[str, Any]] = alice.get(f"/api/v1/pipelines/{pid}/executions").json()[
+                "items"
+            ]
+            done = len(found) == count and {e["status"] for e in found} == {"succeeded"}
+            return found if done else []
+
+        executions = wait_until(
+            lambda: executions_if_succeeded(6),
+            timeout=60,
+            interval=0.3,
+            message="6 executions succeeded",
+            detail=lambda: alice.get(f"/api/v1/pipelines/{pid}/executions").json()["items"],
+        )
         assert sorted(e["signal_id"] for e in executions) == sorted(
             str(s.signal_id) for s in wanted
         )
@@ -177,12 +186,13 @@ def test_pipeline_created_over_http_receives_the_next_matching_signal(
         accepted = alice.post("/api/v1/replays", json=replay)
         assert accepted.status_code == 202, accepted.text
         assert accepted.json()["pipeline_ids"] == [pid]
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            executions = alice.get(f"/api/v1/pipelines/{pid}/executions").json()["items"]
-            if len(executions) == 7 and {e["status"] for e in executions} == {"succeeded"}:
-                break
-            time.sleep(0.3)
+        executions = wait_until(
+            lambda: executions_if_succeeded(7),
+            timeout=60,
+            interval=0.3,
+            message="7 executions succeeded",
+            detail=lambda: alice.get(f"/api/v1/pipelines/{pid}/executions").json()["items"],
+        )
         replayed = [e for e in executions if e["signal_id"] == str(wanted[0].signal_id)]
         assert len(executions) == 7 and len(replayed) == 2, executions
 
@@ -197,17 +207,20 @@ def test_pipeline_created_over_http_receives_the_next_matching_signal(
 
 def wait_replay(client: httpx.Client, location: str, timeout: float = 60) -> dict[str, Any]:
     """The replay at `location` once it has finished (or failed)."""
-    deadline = time.monotonic() + timeout
     body: dict[str, Any] = {}
-    while time.monotonic() < deadline:
+
+    def ended() -> bool:
+        nonlocal body
         response = client.get(location)
         assert response.status_code == 200, response.text
         body = response.json()
         if body["status"] in ("finished", "failed"):
-            return body
+            return True
         assert body["status"] in ("queued", "running"), body
-        time.sleep(0.2)
-    raise AssertionError(f"replay not finished in {timeout}s: {body}")
+        return False
+
+    wait_until(ended, timeout=timeout, message="replay finished", detail=lambda: body)
+    return body
 
 
 @pytest.mark.filterwarnings("ignore::celery.exceptions.CPendingDeprecationWarning")

@@ -68,17 +68,67 @@ def close_like_celery_on_connection_loss(conn: Connection) -> None:
     ignore_errors(conn, conn.close)
 
 
-def test_closing_a_consumer_after_its_redis_died_raises_nothing(own_redis: OwnRedis) -> None:
-    kombu_compat.install()
+def close_after_redis_died(own_redis: OwnRedis) -> BaseException | None:
+    """Run a worker's close on a Redis that died mid-poll; what the close raised, if anything."""
     conn, delivered = consumer_mid_poll(own_redis.url)
     assert sorted(m.payload["queue"] for m in delivered) == ["a", "b"]
     assert not any(m.acknowledged for m in delivered)
 
     own_redis.crash()
     channels = list(conn.transport.channels)
-    close_like_celery_on_connection_loss(conn)  # without the guard: AttributeError 'hostname'
+    raised: BaseException | None = None
+    try:
+        close_like_celery_on_connection_loss(conn)
+    except Exception as exc:  # what kombu raises is the observation
+        raised = exc
     for channel in channels:
         channel.qos._on_collect.cancel()  # kombu's at-exit restore: this Redis is gone by then
+    return raised
+
+
+def test_the_guard_range_matches_the_installed_kombu(
+    own_redis: OwnRedis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without the guard, the installed kombu crashes exactly when it is in the guard's range.
+
+    Fails on a kombu upgrade that fixed the bug inside the range (narrow
+    `REDIS_CONNPARAMS_AFFECTED`, drop the guard once no supported kombu needs it), or that still
+    has it outside the range (widen it)."""
+    from kombu.transport import redis as redis_transport
+
+    current = redis_transport.Channel._connparams
+    monkeypatch.setattr(
+        redis_transport.Channel, "_connparams", getattr(current, "__wrapped__", current)
+    )
+    raised = close_after_redis_died(own_redis)
+
+    crashes = isinstance(raised, AttributeError) and "hostname" in str(raised)
+    assert raised is None or crashes, f"unexpected error from the unguarded close: {raised!r}"
+    version = ".".join(map(str, kombu_compat.kombu_version()))
+    in_range = kombu_compat.redis_connparams_guard_needed()
+    assert crashes == in_range, (
+        f"kombu {version} {'crashes' if crashes else 'no longer crashes'} without the guard, "
+        f"but it is {'in' if in_range else 'outside'} kombu_compat.REDIS_CONNPARAMS_AFFECTED "
+        f"{kombu_compat.REDIS_CONNPARAMS_AFFECTED}: revisit the range"
+    )
+
+
+def test_guard_range_bounds() -> None:
+    first, end = kombu_compat.REDIS_CONNPARAMS_AFFECTED
+    assert kombu_compat.redis_connparams_guard_needed(first)
+    assert not kombu_compat.redis_connparams_guard_needed(end)
+    assert not kombu_compat.redis_connparams_guard_needed((first[0], first[1] - 1, 99))
+
+
+def test_closing_a_consumer_after_its_redis_died_raises_nothing(own_redis: OwnRedis) -> None:
+    from kombu.transport import redis as redis_transport
+
+    kombu_compat.install()
+    guarded = getattr(redis_transport.Channel._connparams, "_signalgen_guarded", False)
+    assert guarded == kombu_compat.redis_connparams_guard_needed()
+
+    # without the guard (on the affected kombu): AttributeError 'hostname'
+    assert close_after_redis_died(own_redis) is None
 
     # The worker's next step is a fresh connection: it works once Redis is back.
     own_redis.start()
@@ -88,6 +138,8 @@ def test_closing_a_consumer_after_its_redis_died_raises_nothing(own_redis: OwnRe
 
 
 def test_install_is_idempotent_and_keeps_healthy_channels_working(own_redis: OwnRedis) -> None:
+    if not kombu_compat.redis_connparams_guard_needed():
+        pytest.skip("the installed kombu is outside the guard's range: nothing installed")
     kombu_compat.install()
     kombu_compat.install()
     from kombu.transport import redis as redis_transport

@@ -27,9 +27,9 @@ from tests.integration.ops_support import (
     run_cli,
     signal_json,
     statuses,
-    wait_until,
 )
 from tests.support.processes import CeleryProcess, start_worker
+from tests.support.wait import wait_until
 
 pytestmark = [
     pytest.mark.integration,
@@ -173,9 +173,9 @@ def test_thousand_malformed_messages_are_dead_lettered_and_valid_ones_dispatched
 
         wait_until(
             lambda: count_dead() >= 1000 and statuses(pg_db, recorder).get(("succeeded", 0)) == 50,
-            180,
-            "dead letters and dispatch",
-            lambda: (count_dead(), statuses(pg_db)),
+            timeout=180,
+            message="dead letters and dispatch",
+            detail=lambda: (count_dead(), statuses(pg_db)),
         )
         time.sleep(1)
         with pg_db.session() as session:
@@ -203,9 +203,9 @@ def test_thousand_malformed_messages_are_dead_lettered_and_valid_ones_dispatched
         publish(redis_url, nvda)
         wait_until(
             lambda: statuses(pg_db, hooked).get(("failed", 0)) == 3,
-            60,
-            "failed executions",
-            lambda: statuses(pg_db, hooked),
+            timeout=60,
+            message="failed executions",
+            detail=lambda: statuses(pg_db, hooked),
         )
         listing = run_cli(env, "dlq", "list", "--stage", "execute", "--json")
         rows = json.loads(listing.stdout)
@@ -219,9 +219,9 @@ def test_thousand_malformed_messages_are_dead_lettered_and_valid_ones_dispatched
         assert "requeued 3" in requeued.stdout, requeued.stdout + requeued.stderr
         wait_until(
             lambda: statuses(pg_db, hooked).get(("succeeded", 0)) == 3,
-            60,
-            "requeued executions",
-            lambda: statuses(pg_db, hooked),
+            timeout=60,
+            message="requeued executions",
+            detail=lambda: statuses(pg_db, hooked),
         )
         again = run_cli(env, "dlq", "requeue", "--stage", "execute")
         assert "requeued 0" in again.stdout
@@ -272,7 +272,10 @@ def test_owner_limit_is_exact_across_two_workers_and_replay_picks_up_the_rest(
             )
 
         wait_until(
-            lambda: done(alice, 100), 50, "100 executions settled", lambda: statuses(pg_db, alice)
+            lambda: done(alice, 100),
+            timeout=50,
+            message="100 executions settled",
+            detail=lambda: statuses(pg_db, alice),
         )
         assert datetime.now(UTC) - started < timedelta(seconds=60)  # all within the minute
         assert statuses(pg_db, alice) == {("succeeded", 0): 10, ("rate_limited", 0): 90}
@@ -286,7 +289,12 @@ def test_owner_limit_is_exact_across_two_workers_and_replay_picks_up_the_rest(
 
         # carol: 2 per 2 s; each replay after the window re-arms what was rate-limited.
         publish(redis_url, [signal_json("MSFT", i) for i in range(6)])
-        wait_until(lambda: done(carol, 6), 30, "carol settled", lambda: statuses(pg_db, carol))
+        wait_until(
+            lambda: done(carol, 6),
+            timeout=30,
+            message="carol settled",
+            detail=lambda: statuses(pg_db, carol),
+        )
         assert statuses(pg_db, carol) == {("succeeded", 0): 2, ("rate_limited", 0): 4}
         replays = 0
         while statuses(pg_db, carol).get(("succeeded", 0), 0) < 6 and replays < 6:
@@ -295,7 +303,10 @@ def test_owner_limit_is_exact_across_two_workers_and_replay_picks_up_the_rest(
             assert result.returncode == 0, result.stderr
             replays += 1
             wait_until(
-                lambda: done(carol, 6), 30, "replayed carol settled", lambda: statuses(pg_db, carol)
+                lambda: done(carol, 6),
+                timeout=30,
+                message="replayed carol settled",
+                detail=lambda: statuses(pg_db, carol),
             )
         assert statuses(pg_db, carol) == {("succeeded", 0): 6}
         assert replays == 2
@@ -326,9 +337,9 @@ def test_deferred_executions_all_run_within_the_limit(
         publish(redis_url, [signal_json("NVDA", i) for i in range(20)])
         wait_until(
             lambda: statuses(pg_db, erin) == {("succeeded", 0): 20},
-            90,
-            "all deferred executions run",
-            lambda: statuses(pg_db, erin),
+            timeout=90,
+            message="all deferred executions run",
+            detail=lambda: statuses(pg_db, erin),
         )
         with pg_db.session() as session:
             starts = sorted(

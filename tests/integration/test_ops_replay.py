@@ -28,9 +28,9 @@ from tests.integration.ops_support import (
     run_cli,
     signal_json,
     statuses,
-    wait_until,
 )
 from tests.support.processes import PROJECT_ROOT, CeleryProcess, start_beat, start_worker
+from tests.support.wait import wait_until
 
 pytestmark = [
     pytest.mark.integration,
@@ -74,9 +74,9 @@ def test_replay_fills_gaps_once_and_force_records_generations(
     publish(redis_url, signals)
     wait_until(
         lambda: succeeded(pg_db, first) == {0: 20} and succeeded(pg_db, tsla) == {0: 5},
-        60,
-        "live dispatch",
-        lambda: statuses(pg_db),
+        timeout=60,
+        message="live dispatch",
+        detail=lambda: statuses(pg_db),
     )
 
     (late,) = add_pipelines(pg_db, redis_url, {"owner": "carol", "scanner": {"tickers": ["AAPL"]}})
@@ -92,9 +92,9 @@ def test_replay_fills_gaps_once_and_force_records_generations(
     assert "replaying" in result.stderr  # the progress bar
     wait_until(
         lambda: succeeded(pg_db, late) == {0: 10},
-        60,
-        "replayed executions",
-        lambda: statuses(pg_db),
+        timeout=60,
+        message="replayed executions",
+        detail=lambda: statuses(pg_db),
     )
     aapl_ids = {uuid.UUID(s["signal_id"]) for s in signals if s["tickers"] == ["AAPL"]}
     with pg_db.session() as session:
@@ -115,9 +115,9 @@ def test_replay_fills_gaps_once_and_force_records_generations(
     assert "generations [1]" in forced.stdout, forced.stdout + forced.stderr
     wait_until(
         lambda: succeeded(pg_db, late) == {0: 10, 1: 10},
-        60,
-        "forced generation 1",
-        lambda: statuses(pg_db, late),
+        timeout=60,
+        message="forced generation 1",
+        detail=lambda: statuses(pg_db, late),
     )
 
     # The same through `celery call` on the worker: generation 2, for this pipeline only.
@@ -148,9 +148,9 @@ def test_replay_fills_gaps_once_and_force_records_generations(
     assert call.returncode == 0, call.stderr
     wait_until(
         lambda: succeeded(pg_db, late) == {0: 10, 1: 10, 2: 10},
-        60,
-        "generation 2 via celery call",
-        lambda: statuses(pg_db, late),
+        timeout=60,
+        message="generation 2 via celery call",
+        detail=lambda: statuses(pg_db, late),
     )
     assert succeeded(pg_db, first) == {0: 20} and succeeded(pg_db, tsla) == {0: 5}
     assert "signals.replay" in worker.output()
@@ -237,12 +237,12 @@ def test_flower_shows_every_task_and_enqueues_replay_over_its_api(
             except httpx.HTTPError:
                 return False
 
-        wait_until(flower_up, 60, "flower", processes[-1].output)
+        wait_until(flower_up, timeout=60, message="flower", detail=processes[-1].output)
         wait_until(
             lambda: sum(succeeded(pg_db, watcher).values()) >= 3,
-            90,
-            "beat-fired signals executed",
-            lambda: statuses(pg_db),
+            timeout=90,
+            message="beat-fired signals executed",
+            detail=lambda: statuses(pg_db),
         )
         assert httpx.get(f"{base}/api/tasks", timeout=5).status_code == 401
 
@@ -265,7 +265,12 @@ def test_flower_shows_every_task_and_enqueues_replay_over_its_api(
             answer = httpx.get(f"{base}/api/task/info/{task_id}", auth=auth, timeout=5)
             return answer.json() if answer.status_code == 200 else {}
 
-        wait_until(lambda: info().get("state") == "SUCCESS", 60, "replay task in flower", info)
+        wait_until(
+            lambda: info().get("state") == "SUCCESS",
+            timeout=60,
+            message="replay task in flower",
+            detail=info,
+        )
         done = info()
         assert done["name"] == "signals.replay" and "'force': True" in done["kwargs"]
         assert "'forced':" in done["result"]
@@ -275,9 +280,9 @@ def test_flower_shows_every_task_and_enqueues_replay_over_its_api(
         assert progress and progress[-1]["progress"]["done"] == progress[-1]["progress"]["total"]
         wait_until(
             lambda: 1 in succeeded(pg_db, watcher),
-            60,
-            "forced generation executed",
-            lambda: statuses(pg_db, watcher),
+            timeout=60,
+            message="forced generation executed",
+            detail=lambda: statuses(pg_db, watcher),
         )
 
         # Flower learns a task's name from its task-received event; one lost on a loaded machine
@@ -290,9 +295,9 @@ def test_flower_shows_every_task_and_enqueues_replay_over_its_api(
 
         wait_until(
             lambda: wanted <= {t["name"] for t in flower_tasks().values()},
-            60,
-            "every task name in flower",
-            lambda: sorted({str(t["name"]) for t in flower_tasks().values()}),
+            timeout=60,
+            message="every task name in flower",
+            detail=lambda: sorted({str(t["name"]) for t in flower_tasks().values()}),
         )
         tasks = flower_tasks()
         generate = next(t for t in tasks.values() if t["name"] == "signals.generate")

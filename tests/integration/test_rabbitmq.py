@@ -27,6 +27,7 @@ from sqlalchemy import select
 from signalgen.db import Database
 from signalgen.db.models import SignalRecord
 from tests.faults import harness
+from tests.support.wait import wait_until
 
 pytestmark = [
     pytest.mark.integration,
@@ -131,11 +132,13 @@ def test_pickle_refused_on_rabbitmq(
     try:
         stack.start_workers(1)
         sent = harness.inject_hostile(amqp_url, marker)
-        deadline = time.monotonic() + 30
-        letters = harness.dead_letters(pg_db)
-        while len(letters) < len(sent) and time.monotonic() < deadline:
-            time.sleep(0.3)
-            letters = harness.dead_letters(pg_db)
+        letters = wait_until(
+            lambda: found if len(found := harness.dead_letters(pg_db)) >= len(sent) else None,
+            timeout=30,
+            interval=0.3,
+            message=f"{len(sent)} dead letters",
+            detail=lambda: [x.reason for x in harness.dead_letters(pg_db)],
+        )
     finally:
         stack.close()
     assert len(letters) == len(sent), [x.reason for x in letters]

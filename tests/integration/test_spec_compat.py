@@ -22,8 +22,9 @@ from signalgen.paths import CONFIG_DIR, PROJECT_ROOT
 from signalgen.settings import Settings
 from tasks.schedules import build_beat_schedule
 from tasks.topology import DISPATCH_INTAKE_QUEUE, SIGNAL_EXCHANGE
-from tests.integration.ops_support import add_pipelines, ops_env, statuses, wait_until
+from tests.integration.ops_support import add_pipelines, ops_env, statuses
 from tests.support.processes import CeleryProcess, start_beat, start_worker
+from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -68,9 +69,9 @@ def test_the_seeds_example_signal_is_dispatched_not_dead_lettered(
             )
         wait_until(
             lambda: statuses(pg_db, pipeline).get(("succeeded", 0)) == 1,
-            30,
-            "the seed's example signal to run the AAPL pipeline",
-            lambda: (statuses(pg_db), worker.output()[-3000:]),
+            timeout=30,
+            message="the seed's example signal to run the AAPL pipeline",
+            detail=lambda: (statuses(pg_db), worker.output()[-3000:]),
         )
     finally:
         worker.stop()
@@ -150,9 +151,9 @@ def test_mock_signals_run_only_pipelines_that_opt_in(
 
         wait_until(
             lambda: mock_dispatched() >= 3 and executions_of(pg_db, opted) >= 3,
-            60,
-            "three mock signals dispatched and run by the opted-in pipeline",
-            lambda: (mock_dispatched(), statuses(pg_db), beat.output()[-2000:]),
+            timeout=60,
+            message="three mock signals dispatched and run by the opted-in pipeline",
+            detail=lambda: (mock_dispatched(), statuses(pg_db), beat.output()[-2000:]),
         )
         assert "mock_generator_enabled" in beat.output()
     finally:

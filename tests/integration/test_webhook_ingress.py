@@ -30,6 +30,7 @@ from signalgen.db import Database
 from signalgen.db.models import SignalRecord
 from signalgen.publishing import KombuPublisher
 from tasks.topology import SIGNAL_EXCHANGE
+from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -118,10 +119,9 @@ class Service:
 
     def __enter__(self) -> Service:
         self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert self.server.started, "uvicorn did not start"
+        wait_until(
+            lambda: self.server.started, timeout=10, interval=0.02, message="uvicorn started"
+        )
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -87,7 +87,9 @@ def test_crash_between_claim_and_enqueue_is_repaired_on_redelivery(sqlite_db: Da
     assert statuses(sqlite_db) == ["enqueued"] * 3
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)]
+)
 def test_execute_runs_once_and_a_dead_runner_is_taken_over_after_its_lease(
     backend: str, request: pytest.FixtureRequest
 ) -> None:
@@ -170,6 +172,7 @@ def test_periodic_slot_claimed_once_across_ticks(sqlite_db: Database) -> None:
     assert sorted(keys) == ["slot:2025-01-02T09:00:00+00:00", "slot:2025-01-02T10:00:00+00:00"]
 
 
+@pytest.mark.integration
 def test_start_with_context_returns_what_running_needs_once(pg_db: Database) -> None:
     index, payload = setup(pg_db, count=2)
     enqueued: list[Any] = []

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
 from types import SimpleNamespace
@@ -84,11 +83,13 @@ def test_signal_page_json_equals_the_generic_encoding() -> None:
 
 def test_key_cache_keeps_principals_for_its_ttl_only() -> None:
     principal = Principal(user="alice", is_admin=False, key_id=uuid.uuid4())
-    cache = KeyCache(0.05)
+    now = [100.0]
+    cache = KeyCache(0.05, clock=lambda: now[0])
     assert cache.get("d") is None
     cache.put("d", principal)
+    now[0] = 100.0 + 0.049
     assert cache.get("d") == principal
-    time.sleep(0.06)
+    now[0] = 100.0 + 0.05  # the TTL is up
     assert cache.get("d") is None
     disabled = KeyCache(0)
     disabled.put("d", principal)

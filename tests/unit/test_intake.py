@@ -212,7 +212,9 @@ def _executions(db: Database) -> list[tuple[int, str]]:
     return [(row.generation, row.idempotency_key) for row in rows]
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)]
+)
 def test_republish_with_forged_headers_claims_nothing(
     backend: str, request: pytest.FixtureRequest
 ) -> None:
@@ -248,7 +250,9 @@ def test_republish_with_forged_headers_claims_nothing(
     assert {generation for generation, _ in before} == {0}
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)]
+)
 def test_forged_published_at_never_reaches_latency(
     backend: str, request: pytest.FixtureRequest
 ) -> None:

@@ -21,7 +21,9 @@ def _counts(db: Database) -> tuple[int, int, int]:
         )
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)]
+)
 def test_rehearsal_writes_nothing(backend: str, request: pytest.FixtureRequest) -> None:
     db: Database = request.getfixturevalue("sqlite_db" if backend == "sqlite" else "pg_db")
     add_pipeline(db, tickers=("WARMUP",))
