@@ -26,11 +26,9 @@ a scratch database is created and dropped). `python -m bench dispatch` or
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import random
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -41,11 +39,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench._harness import (
+    process_tree,
+    register_pipelines,
+    start_workers,
+    stop_workers,
+    worker_env,
+)
 from dispatcher.matching import MatchIndex, matches_spec
 from schemas.pipeline import Scanner
-from schemas.signal import Signal, SignalType
+from schemas.signal import Bias, Signal, SignalBias, SignalType
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 NOW = datetime(2025, 6, 2, 15, 0, tzinfo=UTC)
 CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "4"))
 #: Worker processes (each with its own consumer loop): the way more load is met (DESIGN.md).
@@ -92,7 +96,7 @@ def _probe() -> Signal:
         signal_id=uuid.uuid4(),
         signal_type=SignalType.GOLDEN_CROSS,
         tickers=("PROBE",),
-        bias={"PROBE": {"ticker": "PROBE", "bias": "BULLISH", "confidence": 0.7}},
+        bias={"PROBE": SignalBias(ticker="PROBE", bias=Bias.BULLISH, confidence=0.7)},
         timestamp=NOW,
         event_time=NOW,
         source="bench",
@@ -111,7 +115,7 @@ def bench_matching() -> dict[str, float]:
         build_s = time.perf_counter() - started
         found = index.match(signal)
         reference = [i for i, s in scanners if matches_spec(s, signal)]
-        assert sorted(found) == sorted(reference) and len(found) == 10, (len(found), reference)
+        assert set(found) == set(reference) and len(found) == 10, (len(found), reference)
         rounds = 20_000
         started = time.perf_counter()
         for _ in range(rounds):
@@ -187,6 +191,17 @@ def scratch_postgres() -> Iterator[str]:
             )
             connection.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
         admin.dispose()
+
+
+@contextlib.contextmanager
+def scratch_services() -> Iterator[tuple[str, str, Path]]:
+    """(Redis URL, PostgreSQL URL, a temporary directory) for one bench run, all removed after."""
+    with (
+        scratch_redis() as redis_url,
+        scratch_postgres() as pg_url,
+        tempfile.TemporaryDirectory() as scratch,
+    ):
+        yield redis_url, pg_url, Path(scratch)
 
 
 def _database(url: str) -> Any:
@@ -325,78 +340,25 @@ def bench_latency(rate: float | None = None, seconds: float = 10.0) -> dict[str,
     from kombu import Connection
     from sqlalchemy import select
 
-    from dispatcher.store import import_specs
-    from schemas.pipeline import PipelineSpec
     from signalgen.db.models import Execution
     from tasks.topology import DISPATCH_INTAKE_QUEUE, SIGNAL_EXCHANGE
 
     results: dict[str, float] = {}
-    with (
-        scratch_redis() as redis_url,
-        scratch_postgres() as pg_url,
-        tempfile.TemporaryDirectory() as scratch,
-    ):
+    with scratch_services() as (redis_url, pg_url, directory):
         database = _database(pg_url)
         tickers = [f"L{n:04d}" for n in range(1000)]
-        import_specs(
+        register_pipelines(
             database,
+            redis_url,
             [
-                PipelineSpec.model_validate(
-                    {
-                        "owner": f"u{n}",
-                        "name": f"p{n}",
-                        "trigger_mode": "signal",
-                        "scanner": {"tickers": [ticker]},
-                    }
-                )
+                {"owner": f"u{n}", "name": f"p{n}", "scanner": {"tickers": [ticker]}}
                 for n, ticker in enumerate(tickers)
             ],
-            redis_url=redis_url,
-        )
-        directory = Path(scratch)
-        (directory / "generators.json").write_text(
-            json.dumps(
-                {
-                    "generators": {
-                        "mock_generator": {"type": "mock", "enabled": False, "interval_seconds": 60}
-                    }
-                }
-            )
-        )
-        env = dict(
-            os.environ,
-            BROKER_URL=redis_url,
-            REDIS_URL=redis_url,
-            DATABASE_URL=pg_url,
-            GENERATORS_CONFIG_PATH=str(directory / "generators.json"),
-            LOG_LEVEL="WARNING",
-            PYTHONUNBUFFERED="1",
         )
         log = (directory / "worker.log").open("wb")
-        workers = [
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "tasks",
-                    "worker",
-                    f"--concurrency={CONCURRENCY}",
-                    "--without-gossip",
-                    "--without-mingle",
-                    "-n",
-                    f"bench{n}@%h",
-                    "--loglevel=WARNING",
-                ],
-                cwd=PROJECT_ROOT,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-            for n in range(WORKERS)
-        ]
+        workers = start_workers(
+            worker_env(redis_url, pg_url, directory), log, count=WORKERS, concurrency=CONCURRENCY
+        )
         try:
             app = _app(redis_url)
             noop_sent: dict[str, float] = {}
@@ -517,14 +479,7 @@ def bench_latency(rate: float | None = None, seconds: float = 10.0) -> dict[str,
                 p50_ms=p50, p99_ms=p99, noop_p50_ms=n50, noop_p99_ms=n99, ratio=p99 / n99
             )
         finally:
-            for worker in workers:
-                os.killpg(worker.pid, 15)
-            for worker in workers:
-                try:
-                    worker.wait(20)
-                except subprocess.TimeoutExpired:
-                    os.killpg(worker.pid, 9)
-                    worker.wait(10)
+            stop_workers(workers)
             log.close()
             database.dispose()
     return results
@@ -584,19 +539,9 @@ def _cpu_seconds(roots: list[int]) -> dict[str, float]:
         fields = raw[raw.rindex(")") + 2 :].split()
         return name, (int(fields[11]) + int(fields[12])) / tick
 
-    def children(pid: int) -> list[int]:
-        found: list[int] = []
-        for task in Path(f"/proc/{pid}/task").glob("*") if Path(f"/proc/{pid}").exists() else []:
-            with contextlib.suppress(OSError):
-                found += [int(c) for c in (task / "children").read_text().split()]
-        return found
-
     totals = {"workers": 0.0, "postgres": 0.0, "redis": 0.0}
-    todo = list(roots)
-    while todo:
-        pid = todo.pop()
+    for pid in process_tree(roots):
         totals["workers"] += stat(pid)[1]
-        todo += children(pid)
     for entry in Path("/proc").glob("[0-9]*"):
         name, seconds = stat(int(entry.name))
         if name == "postgres":
@@ -613,7 +558,10 @@ def _print_tail(database: Any, worst: int = 12) -> None:
     if not rows:
         return
     first = min(row[3] for row in rows)
-    ms = lambda a, b: (b - a).total_seconds() * 1000 if a and b else float("nan")  # noqa: E731
+
+    def ms(a: Any, b: Any) -> float:
+        return (b - a).total_seconds() * 1000 if a and b else float("nan")
+
     buckets: dict[int, list[float]] = {}
     for row in rows:
         buckets.setdefault(int((row[3] - first).total_seconds() * 10), []).append(row[4] * 1000)

@@ -27,9 +27,7 @@ import urllib.parse
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
-
-import requests
+from typing import TYPE_CHECKING, Any
 
 from dispatcher.admission import Refused
 from dispatcher.egress import (
@@ -40,10 +38,12 @@ from dispatcher.egress import (
     current_executor_policy,
     current_policy,
 )
-from dispatcher.egress_http import vetted_session
 from schemas.pipeline import CeleryExecutor, RecordExecutor, WebhookExecutor
 from signalgen.logs import redact
 from signalgen.ops.config import ExecutorPolicy
+
+if TYPE_CHECKING:  # requests (and the vetted session) load only where a webhook is sent
+    import requests
 
 #: Namespace of the task ids the celery executor derives from (pipeline, idempotency key).
 EXECUTION_NAMESPACE = uuid.UUID("0c5c2b0e-8f3e-5a55-9a51-3f7d2c1e6b40")
@@ -111,6 +111,10 @@ def run_webhook(
     transport) gets the destination vetted before each attempt instead. A refusal is a failed,
     non-retried outcome with one error text (`DELIVERY_REFUSED`) and no timing; a 3xx is a
     failure too (redirects are never followed)."""
+    import requests
+
+    from dispatcher.egress_http import vetted_session
+
     body = context.payload.encode("utf-8")
     secret = config.secret.get_secret_value()
     key = idempotency_header(context)
@@ -194,6 +198,8 @@ def _vet_url(policy: EgressPolicy, url: str) -> None:
     connects on its own; this is the check it gets)."""
     parts = urllib.parse.urlsplit(url)
     port = parts.port or (443 if parts.scheme == "https" else 80)
+    import requests
+
     try:
         policy.vet(parts.hostname or "", port)
     except OSError as exc:

@@ -11,16 +11,19 @@ import logging
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from typing import Any, ClassVar, Generic, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, TypeVar
 
-import numpy as np
-import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.signal import Bias, Signal, SignalBias, SignalType, Ticker, stable_signal_id
 from signalgen.logs import log_event
 
-FloatArray = npt.NDArray[np.float64]
+# numpy is imported where it computes: the delivery workers that load this registry never do.
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+    FloatArray = npt.NDArray[np.float64]
 
 
 class GeneratorConfig(BaseModel):
@@ -75,6 +78,8 @@ class Bars:
     _index: dict[str, int] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        import numpy as np
+
         shape = (len(self.tickers), len(self.dates))
         for name in ("open", "high", "low", "close", "volume"):
             array = getattr(self, name)
@@ -121,6 +126,8 @@ class Bars:
 
     @classmethod
     def empty(cls, tickers: tuple[str, ...] = ()) -> Bars:
+        import numpy as np
+
         nothing = np.empty((len(tickers), 0))
         return cls(
             tickers,
@@ -135,6 +142,7 @@ class Bars:
     @classmethod
     def from_long(cls, rows: Any, tickers: tuple[str, ...] | None = None) -> Bars:
         """Build from a long frame: columns ticker, date, open, high, low, close, volume."""
+        import numpy as np
         import pandas as pd
 
         frame = pd.DataFrame(rows)
@@ -266,6 +274,8 @@ class BaseSignalGenerator(ABC, Generic[ConfigT]):
 
     def log_undefined_on_last_bar(self, bars: Bars, undefined: Any, reason: str) -> None:
         """Tickers (rows where `undefined` is true) whose indicator the last bar lacks."""
+        import numpy as np
+
         if undefined.any():
             short_of = [bars.tickers[i] for i in np.flatnonzero(undefined)]
             self.log_insufficient(
@@ -275,6 +285,8 @@ class BaseSignalGenerator(ABC, Generic[ConfigT]):
 
 def short_rows(bars: Bars, needed: int) -> npt.NDArray[np.intp]:
     """Rows of the tickers without a close on each of the frame's last `needed` days."""
+    import numpy as np
+
     if bars.n_bars < needed:
         return np.arange(len(bars.tickers))
     return np.flatnonzero(~np.isfinite(bars.close[:, bars.n_bars - needed :]).all(axis=1))
@@ -285,6 +297,8 @@ def history_shortfalls(bars: Bars, needed: int, purpose: str) -> list[str]:
     short, exactly: "AAPL: 4 daily bars (last 2025-11-28), 201 needed for <purpose>", "INTC: no
     bar on 2025-11-28 (last 2004-04-08), ...", or "NVDA: 3 of the last 201 days without a bar
     (first 2025-03-04), ...". Pure."""
+    import numpy as np
+
     reasons = []
     last_day = bars.day(bars.n_bars - 1).isoformat() if bars.n_bars else None
     for row in short_rows(bars, needed).tolist():

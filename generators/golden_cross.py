@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-import numpy as np
 from pydantic import Field, field_validator, model_validator
 
 from generators.base import Bars, BaseSignalGenerator, GeneratorConfig, Tick
@@ -84,6 +83,8 @@ class GoldenCrossSignalGenerator(BaseSignalGenerator[GoldenCrossConfig]):
         Pure: reads only `data` and `tick`, mutates neither. Too little history gives no signal
         and an `insufficient_data` log event, never an exception.
         """
+        import numpy as np
+
         bars = data
         config = self.config
         # A cross on the last bar compares the long SMA on it and on the bar before.
@@ -115,6 +116,8 @@ class GoldenCrossSignalGenerator(BaseSignalGenerator[GoldenCrossConfig]):
     def _signal(
         self, bars: Bars, tick: Tick, row: int, position: int, short_value: float, long_value: float
     ) -> Signal:
+        import numpy as np
+
         config = self.config
         ticker = bars.tickers[row]
         cross_date = bars.day(position)

@@ -14,13 +14,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
+from typing import TYPE_CHECKING
 
-import numpy as np
-import numpy.typing as npt
-from numpy.lib.stride_tricks import sliding_window_view
+# numpy is imported where it computes: the delivery workers that load this registry never do.
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
 
-FloatArray = npt.NDArray[np.float64]
-BoolArray = npt.NDArray[np.bool_]
+    FloatArray = npt.NDArray[np.float64]
+    BoolArray = npt.NDArray[np.bool_]
 
 
 class CrossDirection(Enum):
@@ -33,6 +35,8 @@ class CrossDirection(Enum):
 
 
 def _as_2d(values: npt.ArrayLike) -> FloatArray:
+    import numpy as np
+
     array = np.asarray(values, dtype=np.float64)
     if array.ndim != 2:
         raise ValueError(f"expected a 2-D array (n_tickers, n_bars), got shape {array.shape}")
@@ -46,6 +50,9 @@ def sma(close: npt.ArrayLike, window: int, *, last: int | None = None) -> FloatA
     (n_tickers, min(last, n_bars)). Column j is the bar at position n_bars - width + j. A bar
     whose window starts before the data, or holds a NaN, is NaN.
     """
+    import numpy as np
+    from numpy.lib.stride_tricks import sliding_window_view
+
     if window < 1:
         raise ValueError(f"window must be >= 1, got {window}")
     prices = _as_2d(close)
@@ -83,6 +90,8 @@ def detect_crosses(
     fast <= slow on j and fast > slow on j + 1 (ABOVE), or the mirror (BELOW). Values within
     `tie_tolerance` (relative) of each other are equal.
     """
+    import numpy as np
+
     fast_a, slow_a = _as_2d(fast), _as_2d(slow)
     if fast_a.shape != slow_a.shape:
         raise ValueError(f"fast {fast_a.shape} and slow {slow_a.shape} differ in shape")
@@ -125,6 +134,8 @@ def scan_sma_crosses(
     a cross on the window's first bar needs). `crossed[i, j]` is True when row i crosses on bar
     `first_bar + j`; `fast`/`slow` hold both SMAs on those bars.
     """
+    import numpy as np
+
     prices = _as_2d(close)
     n_rows, n_bars = prices.shape
     width = n_bars if last is None else max(0, min(last, n_bars))

@@ -25,11 +25,8 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
-import numpy as np
-import numpy.typing as npt
-from numpy.lib.stride_tricks import sliding_window_view
 from pydantic import Field, field_validator, model_validator
 
 from generators.base import (
@@ -47,8 +44,13 @@ from schemas.signal import (
     bar_close_time,
 )
 
-FloatArray = npt.NDArray[np.float64]
-BoolArray = npt.NDArray[np.bool_]
+# numpy is imported where it computes: the delivery workers that load this registry never do.
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+    FloatArray = npt.NDArray[np.float64]
+    BoolArray = npt.NDArray[np.bool_]
 
 
 class PriceLevelConfig(GeneratorConfig):
@@ -100,6 +102,8 @@ def configured_breaks(
 ) -> tuple[BoolArray, BoolArray]:
     """(up, down) shaped (n_tickers, n_levels, width): closes through each level on the last
     `width` bars. `levels` is (n_tickers, n_levels), NaN-padded."""
+    import numpy as np
+
     width = _report_columns(close.shape[1], last)
     n_bars = close.shape[1]
     previous = close[:, None, n_bars - width - 1 : n_bars - 1]
@@ -114,6 +118,9 @@ def configured_breaks(
 def channel(high: FloatArray, low: FloatArray, window: int) -> tuple[FloatArray, FloatArray]:
     """(upper, lower) per bar: max high and min low of the `window` bars before it (NaN when
     fewer bars precede it, or one of them is NaN)."""
+    import numpy as np
+    from numpy.lib.stride_tricks import sliding_window_view
+
     upper = np.full(high.shape, np.nan)
     lower = np.full(low.shape, np.nan)
     if high.shape[1] > window:
@@ -126,6 +133,8 @@ def channel_breaks(
     high: FloatArray, low: FloatArray, close: FloatArray, window: int, last: int
 ) -> tuple[BoolArray, BoolArray, FloatArray, FloatArray]:
     """(up, down, upper, lower) on the last `width` bars: closes leaving the channel."""
+    import numpy as np
+
     upper, lower = channel(high, low, window)
     n_bars = close.shape[1]
     width = _report_columns(n_bars, last)
@@ -151,6 +160,8 @@ class PriceLevelGenerator(BaseSignalGenerator[PriceLevelConfig]):
 
     def scan(self, bars: Bars) -> list[LevelBreak]:
         """Every break on the last `lookback_days` bars, by bar then ticker (frame positions)."""
+        import numpy as np
+
         config = self.config
         start = max(0, bars.n_bars - self.lookback())
         close = bars.close[:, start:]

@@ -22,10 +22,8 @@ Any NaN in a bar's inputs (a missing bar, a ticker not yet listed) means no brea
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
-import numpy as np
-import numpy.typing as npt
 from pydantic import Field
 
 from generators.base import Bars, BaseSignalGenerator, GeneratorConfig, Tick
@@ -37,8 +35,13 @@ from schemas.signal import (
     bar_close_time,
 )
 
-FloatArray = npt.NDArray[np.float64]
-BoolArray = npt.NDArray[np.bool_]
+# numpy is imported where it computes: the delivery workers that load this registry never do.
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+    FloatArray = npt.NDArray[np.float64]
+    BoolArray = npt.NDArray[np.bool_]
 
 
 class VolatilityBreakoutConfig(GeneratorConfig):
@@ -55,6 +58,8 @@ class VolatilityBreakoutConfig(GeneratorConfig):
 
 def true_range(high: FloatArray, low: FloatArray, close: FloatArray) -> FloatArray:
     """TR per bar, shaped like the inputs; the first bar (no previous close) is NaN."""
+    import numpy as np
+
     out = np.full(close.shape, np.nan)
     if close.shape[1] > 1:
         previous = close[:, :-1]
@@ -84,6 +89,8 @@ def scan_breakouts(
     last: int,
 ) -> BreakoutScan:
     """Breakouts of every row on its last `last` bars (vectorised; NaN never breaks out)."""
+    import numpy as np
+
     n_rows, n_bars = close.shape
     width = max(0, min(last, n_bars))
     tr = true_range(high, low, close)
@@ -141,6 +148,8 @@ class VolatilityBreakoutGenerator(BaseSignalGenerator[VolatilityBreakoutConfig])
 
         Pure. Too little history gives no signal and an `insufficient_data` log event.
         """
+        import numpy as np
+
         bars = data
         # The last bar's true range and the n true ranges before it (each needs a previous close).
         needed = self.config.atr_window + 2

@@ -6,17 +6,35 @@ keeps them fresh with `refresh_bars` before calling a generator's pure `compute`
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from signalgen.marketdata.refresh import RefreshReport, refresh_bars
-from signalgen.marketdata.store import BarRow, BarStore
+import importlib
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from signalgen.db.engine import Database
     from signalgen.marketdata.finnhub import FinnhubSource
+    from signalgen.marketdata.refresh import RefreshReport, refresh_bars
+    from signalgen.marketdata.store import BarRow, BarStore
     from signalgen.settings import Settings
 
 __all__ = ["BarRow", "BarStore", "RefreshReport", "refresh_bars", "source_from_settings"]
+
+#: Loaded on first use (PEP 562): a delivery worker imports `marketdata.limiter` for its rate
+#: limits, and must not pay for the bar store's and calendar's numpy on the way.
+_LAZY = {
+    "BarRow": "signalgen.marketdata.store",
+    "BarStore": "signalgen.marketdata.store",
+    "RefreshReport": "signalgen.marketdata.refresh",
+    "refresh_bars": "signalgen.marketdata.refresh",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
 
 
 def source_from_settings(settings: Settings, database: Database) -> FinnhubSource:
