@@ -30,8 +30,6 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy import and_, or_, select, update
 
 from dispatcher.intake import envelope_for_payload
@@ -39,6 +37,7 @@ from schemas.statuses import DispatchStatus, ExecutionStatus
 from signalgen.db import Database
 from signalgen.db.models import Execution, SignalRecord
 from signalgen.logs import log_event
+from signalgen.settings import RepairSettings
 
 logger = logging.getLogger("dispatcher.repair")
 
@@ -52,39 +51,6 @@ Backlog = Callable[[Sequence[str]], int]
 #: Queues holding a signal's way to its dispatch, and an execution's message.
 DISPATCH_QUEUES = ("signals.dispatch", "dispatch")
 EXECUTE_QUEUES = ("pipelines",)
-
-
-class RepairSettings(BaseSettings):
-    """Repair tuning from the environment (all optional)."""
-
-    model_config = SettingsConfigDict(extra="ignore", frozen=True)
-
-    #: Beat interval of `signals.repair`.
-    interval_seconds: float = Field(default=60.0, gt=0, validation_alias="REPAIR_INTERVAL_SECONDS")
-    #: A signal published, or an execution enqueued, longer ago than this and still untouched
-    #: is sent again. Above the normal queueing delay, so a healthy bus never sees a re-send.
-    grace_seconds: float = Field(default=300.0, gt=0, validation_alias="REPAIR_GRACE_SECONDS")
-    #: Signals recorded longer ago than this are left to an operator's replay.
-    horizon_seconds: float = Field(default=86400.0, gt=0, validation_alias="REPAIR_HORIZON_SECONDS")
-    #: Age at which the outbox sweep takes over an unpublished signal.
-    outbox_age_seconds: float = Field(
-        default=30.0, gt=0, validation_alias="OUTBOX_SWEEP_AGE_SECONDS"
-    )
-    batch: int = Field(default=500, gt=0, validation_alias="REPAIR_BATCH")
-    #: Re-send nothing while the queues concerned hold more messages than this.
-    max_backlog: int = Field(default=100, ge=0, validation_alias="REPAIR_MAX_BACKLOG")
-
-    @property
-    def grace(self) -> timedelta:
-        return timedelta(seconds=self.grace_seconds)
-
-    @property
-    def horizon(self) -> timedelta:
-        return timedelta(seconds=self.horizon_seconds)
-
-    @property
-    def outbox_age(self) -> timedelta:
-        return timedelta(seconds=self.outbox_age_seconds)
 
 
 @dataclass(frozen=True)

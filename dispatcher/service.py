@@ -43,8 +43,9 @@ from dispatcher.periodic import current_slot, slot_key
 from schemas.pipeline import CeleryExecutor, RecordExecutor, Schedule, WebhookExecutor
 from schemas.statuses import ExecuteResult, ExecutionStatus
 from signalgen.db import Database
-from signalgen.db.models import DeadLetter, Pipeline
+from signalgen.db.models import Pipeline
 from signalgen.logs import log_event, redact, redact_data
+from signalgen.ops.dlq import add_dead_letter
 
 logger = logging.getLogger("dispatcher")
 
@@ -83,16 +84,15 @@ def dead_letter(
     pipeline_id: uuid.UUID | None = None,
 ) -> None:
     with db.session() as session:
-        session.add(
-            DeadLetter(
-                stage=stage,
-                reason=reason,
-                body=body,
-                content_type=content_type,
-                headers=headers,
-                signal_id=signal_id,
-                pipeline_id=pipeline_id,
-            )
+        add_dead_letter(
+            session,
+            stage=stage,
+            reason=reason,
+            body=body,
+            content_type=content_type,
+            headers=headers,
+            signal_id=signal_id,
+            pipeline_id=pipeline_id,
         )
     log_event(
         logger,

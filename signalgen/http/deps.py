@@ -28,8 +28,6 @@ from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
@@ -38,6 +36,7 @@ from signalgen.http import opsdeps, throttle
 from signalgen.http.auth import Principal, key_digest, principal_for_digest
 from signalgen.http.opsdeps import app_resource
 from signalgen.logs import log_event
+from signalgen.settings import ApiSettings
 
 logger = logging.getLogger("signalgen.http")
 
@@ -68,40 +67,6 @@ return highest
 """
 
 
-class ApiSettings(BaseSettings):
-    """API limits, from the environment (API_RATE_LIMIT, API_RATE_WINDOW_SECONDS,
-    API_KEY_CACHE_SECONDS, AUTH_FAILURES_PER_ADDRESS, AUTH_FAILURES_PER_KEY,
-    AUTH_FAILURE_WINDOW_SECONDS)."""
-
-    model_config = SettingsConfigDict(
-        extra="ignore", frozen=True, validate_by_name=True, validate_by_alias=True
-    )
-
-    rate_limit: int = Field(default=600, ge=1, validation_alias="API_RATE_LIMIT")
-    rate_window_seconds: int = Field(
-        default=60, ge=1, le=3600, validation_alias="API_RATE_WINDOW_SECONDS"
-    )
-    #: How long an authenticated key is trusted without asking the database again: a revoked
-    #: key keeps working at most this long in a worker that used it just before. 0 disables.
-    key_cache_seconds: float = Field(
-        default=1.0, ge=0, le=1, validation_alias="API_KEY_CACHE_SECONDS"
-    )
-    #: Failed logins (wrong API keys, wrong webhook secrets) per client address, and per key
-    #: bucket (an API key's first 10 characters; a webhook source), in a window; past either,
-    #: 429 with Retry-After until the window ends. 0 turns that check off.
-    auth_failures_per_address: int = Field(
-        default=20, ge=0, le=1_000_000, validation_alias="AUTH_FAILURES_PER_ADDRESS"
-    )
-    auth_failures_per_key: int = Field(
-        default=20, ge=0, le=1_000_000, validation_alias="AUTH_FAILURES_PER_KEY"
-    )
-    auth_failure_window_seconds: int = Field(
-        default=60, ge=1, le=86_400, validation_alias="AUTH_FAILURE_WINDOW_SECONDS"
-    )
-
-
-#: The resources this module reads from `app.state` (built there on first use):
-#: signalgen.http.opsdeps, the one builder for every router.
 get_db = opsdeps.database
 get_redis_url = opsdeps.redis_url
 get_broker_url = opsdeps.broker_url

@@ -51,13 +51,6 @@ RAW_READS = {
     ("signalgen/failures.py", "REDIS_URL"): "as BROKER_URL",
 }
 
-#: pydantic-settings classes other than `Settings` still in the tree: file -> why.
-OTHER_SETTINGS_CLASSES = {
-    "dispatcher/repair.py": "RepairSettings: to become `from signalgen.settings import "
-    "RepairSettings` (the view below, same values: test_views_equal_the_classes_they_replace)",
-    "signalgen/http/deps.py": "ApiSettings: to become `from signalgen.settings import "
-    "ApiSettings`, likewise",
-}
 
 _READ = re.compile(
     r"""(?:environ\.get|environ\.pop|environ\.setdefault|getenv|setenv|delenv|environ\[)"""
@@ -152,7 +145,7 @@ def test_one_pydantic_settings_class() -> None:
             ):
                 classes[path.relative_to(PROJECT_ROOT).as_posix()] = node.name
     assert classes.pop("signalgen/settings.py") == "Settings"
-    assert set(classes) <= set(OTHER_SETTINGS_CLASSES), classes
+    assert not classes, classes
 
 
 def test_each_field_names_its_variable_and_says_what_it_is() -> None:
@@ -210,66 +203,52 @@ def test_views_take_overrides_by_variable_or_short_name(fresh: pytest.MonkeyPatc
         repair.settings = get_settings()  # type: ignore[misc]
 
 
-REPAIR_ATTRIBUTES = (
-    "interval_seconds",
-    "grace_seconds",
-    "horizon_seconds",
-    "outbox_age_seconds",
-    "batch",
-    "max_backlog",
-    "grace",
-    "horizon",
-    "outbox_age",
-)
-API_ATTRIBUTES = (
-    "rate_limit",
-    "rate_window_seconds",
-    "key_cache_seconds",
-    "auth_failures_per_address",
-    "auth_failures_per_key",
-    "auth_failure_window_seconds",
-)
+#: The values the replaced RepairSettings/ApiSettings classes had by default, and with every
+#: variable set: the views must read the environment to the same values.
+VIEW_DEFAULTS = {
+    "interval_seconds": 60.0,
+    "grace_seconds": 300.0,
+    "horizon_seconds": 86400.0,
+    "outbox_age_seconds": 30.0,
+    "batch": 500,
+    "max_backlog": 100,
+    "rate_limit": 600,
+    "rate_window_seconds": 60,
+    "key_cache_seconds": 1.0,
+    "auth_failures_per_address": 20,
+    "auth_failures_per_key": 20,
+    "auth_failure_window_seconds": 60,
+}
+VIEW_ENVIRON = {
+    "REPAIR_INTERVAL_SECONDS": ("15", "interval_seconds", 15.0),
+    "REPAIR_GRACE_SECONDS": ("90", "grace_seconds", 90.0),
+    "REPAIR_HORIZON_SECONDS": ("7200", "horizon_seconds", 7200.0),
+    "OUTBOX_SWEEP_AGE_SECONDS": ("5", "outbox_age_seconds", 5.0),
+    "REPAIR_BATCH": ("50", "batch", 50),
+    "REPAIR_MAX_BACKLOG": ("0", "max_backlog", 0),
+    "API_RATE_LIMIT": ("7", "rate_limit", 7),
+    "API_RATE_WINDOW_SECONDS": ("10", "rate_window_seconds", 10),
+    "API_KEY_CACHE_SECONDS": ("0", "key_cache_seconds", 0.0),
+    "AUTH_FAILURES_PER_ADDRESS": ("3", "auth_failures_per_address", 3),
+    "AUTH_FAILURES_PER_KEY": ("4", "auth_failures_per_key", 4),
+    "AUTH_FAILURE_WINDOW_SECONDS": ("600", "auth_failure_window_seconds", 600),
+}
 
 
-@pytest.mark.parametrize(
-    "environ",
-    [
-        {},
-        {
-            "REPAIR_INTERVAL_SECONDS": "15",
-            "REPAIR_GRACE_SECONDS": "90",
-            "REPAIR_HORIZON_SECONDS": "7200",
-            "OUTBOX_SWEEP_AGE_SECONDS": "5",
-            "REPAIR_BATCH": "50",
-            "REPAIR_MAX_BACKLOG": "0",
-            "API_RATE_LIMIT": "7",
-            "API_RATE_WINDOW_SECONDS": "10",
-            "API_KEY_CACHE_SECONDS": "0",
-            "AUTH_FAILURES_PER_ADDRESS": "3",
-            "AUTH_FAILURES_PER_KEY": "4",
-            "AUTH_FAILURE_WINDOW_SECONDS": "600",
-        },
-    ],
-)
-def test_views_equal_the_classes_they_replace(
-    fresh: pytest.MonkeyPatch, environ: dict[str, str]
-) -> None:
-    """dispatcher.repair.RepairSettings and signalgen.http.deps.ApiSettings (their own
-    BaseSettings until their owners import these views) read the same environment to the same
-    values as the views. Once swapped, this compares a view with itself."""
-    from dispatcher import repair
-    from signalgen.http import deps
-
-    for name, value in environ.items():
-        fresh.setenv(name, value)
+@pytest.mark.parametrize("configured", [False, True])
+def test_views_read_the_environment(fresh: pytest.MonkeyPatch, configured: bool) -> None:
+    expected = dict(VIEW_DEFAULTS)
+    if configured:
+        for name, (raw, attribute, value) in VIEW_ENVIRON.items():
+            fresh.setenv(name, raw)
+            expected[attribute] = value
     reset_settings()
-    for old, view, attributes in [
-        (repair.RepairSettings(), RepairSettings(), REPAIR_ATTRIBUTES),
-        (deps.ApiSettings(), ApiSettings(), API_ATTRIBUTES),
-    ]:
-        assert {a: getattr(old, a) for a in attributes} == {a: getattr(view, a) for a in attributes}
-    if environ:
-        assert RepairSettings().batch == 50 and ApiSettings().rate_limit == 7
+    repair, api = RepairSettings(), ApiSettings()
+    got = {a: getattr(repair if hasattr(repair, a) else api, a) for a in expected}
+    assert got == expected
+    assert repair.grace == timedelta(seconds=expected["grace_seconds"])
+    assert repair.horizon == timedelta(seconds=expected["horizon_seconds"])
+    assert repair.outbox_age == timedelta(seconds=expected["outbox_age_seconds"])
 
 
 @pytest.mark.parametrize(
