@@ -194,7 +194,7 @@ class Settings(BaseSettings):
     history_source: Literal["stooq", "tiingo", "alphavantage", "finnhub", "csv"] = Field(
         default="stooq",
         validation_alias="HISTORY_SOURCE",
-        description="where backfill gets daily history (docs/marketdata.md, history sources)",
+        description="where backfill gets daily history; set explicitly, workers backfill at start",
         json_schema_extra=_doc(main=True),
     )
     stooq_base_url: str = Field(

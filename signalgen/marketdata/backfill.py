@@ -14,9 +14,16 @@ one budget), fetches, upserts (labelled `<provider>-history`, a complete daily b
 A rate-limited provider stops the run (the rest is reported `rate_limited` with when to retry),
 and so does a refused key; any other failure is that ticker's alone.
 
-The automatic part (`tasks/backfill.py`): a generate check that finds a ticker short of its
-generator's lookback claims a Redis marker per ticker (`claim_backfill`, SET NX with a TTL) and
-enqueues one `marketdata.backfill` task for it; the check reports the ticker as `backfilling`.
+The automatic part (`tasks/backfill.py`): when a `generate` worker starts, every watchlist ticker
+short of its enabled generators' longest lookback gets one `marketdata.backfill` task, claimed by
+a Redis marker per ticker (`claim_backfill`, SET NX with a TTL: one task whatever the number of
+workers); a generate check whose tickers are short waits, bounded, while their backfills are
+queued or running (`waiting_backfills`), so its first check has the history. The marker's value
+says where the backfill is: `pending` (queued), `running`, `retry` (waiting for a provider's
+Retry-After: checks do not wait for it), `done:<status>`. A check still short after its wait
+enqueues what is unclaimed and reports it as `backfilling`. All of it only when a history source
+is configured (`backfill_off_reason`: `HISTORY_SOURCE` set, not `signalgen dev`, no sample bars
+in the store): offline development and tests never reach a provider by themselves.
 """
 
 from __future__ import annotations
@@ -477,25 +484,83 @@ def pending_key(ticker: str) -> str:
     return f"signalgen:history:backfill:{ticker}"
 
 
+#: Marker values of a backfill not finished: queued, running, waiting for a provider's limit.
+UNFINISHED_STATES = frozenset({"pending", "running", "retry"})
+#: Of those, the ones a generate check waits for (a `retry` may sleep for hours).
+IN_FLIGHT_STATES = frozenset({"pending", "running"})
+
+
 def claim_backfill(client: Any, ticker: str, *, ttl_seconds: int = PENDING_TTL_SECONDS) -> bool:
     """Take the ticker's backfill marker (SET NX, with a TTL): True for the one caller that
     should enqueue its backfill; False while another backfill is pending or ran recently."""
     return bool(client.set(pending_key(ticker), "pending", nx=True, ex=ttl_seconds))
 
 
+def mark_backfill(client: Any, ticker: str, state: str) -> None:
+    """Say where the ticker's backfill is (`running`, `retry`); only while its marker lives."""
+    client.set(pending_key(ticker), state, xx=True, keepttl=True)
+
+
 def finish_backfill(client: Any, ticker: str, status: str) -> None:
     """Mark the ticker's backfill done (the marker keeps its TTL: no new task before it ends)."""
-    client.set(pending_key(ticker), f"done:{status}", xx=True, keepttl=True)
+    mark_backfill(client, ticker, f"done:{status}")
+
+
+def backfill_states(client: Any, tickers: Sequence[str]) -> dict[str, str | None]:
+    """Each ticker's marker value (None: no backfill claimed in the last TTL)."""
+    if not tickers:
+        return {}
+    values = client.mget([pending_key(ticker) for ticker in tickers])
+    return {t: None if v is None else _text(v) for t, v in zip(tickers, values, strict=True)}
 
 
 def pending_backfills(client: Any, tickers: Sequence[str]) -> list[str]:
-    """The tickers whose backfill is enqueued or running."""
-    if not tickers:
-        return []
-    values = client.mget([pending_key(ticker) for ticker in tickers])
-    return [
-        t for t, v in zip(tickers, values, strict=True) if v is not None and _text(v) == "pending"
-    ]
+    """The tickers whose backfill is enqueued, running or waiting for a provider's limit."""
+    states = backfill_states(client, tickers)
+    return [t for t, state in states.items() if state in UNFINISHED_STATES]
+
+
+def waiting_backfills(client: Any, tickers: Sequence[str]) -> list[str]:
+    """The tickers whose backfill is enqueued or running: what a check waits for."""
+    states = backfill_states(client, tickers)
+    return [t for t, state in states.items() if state in IN_FLIGHT_STATES]
+
+
+def lookbacks(specs: Any) -> dict[str, int]:
+    """Per watchlist ticker, the longest lookback of the enabled bar generators using it."""
+    needed: dict[str, int] = {}
+    for spec in specs.values():
+        generator = spec.generator
+        if generator.inputs != "bars":
+            continue
+        n = int(generator.lookback())
+        if n <= 0:
+            continue
+        for ticker in generator.tickers:
+            needed[ticker] = max(needed.get(ticker, 0), n)
+    return needed
+
+
+def holds_sample_bars(store: BarStore) -> bool:
+    """Whether the store holds any bundled sample bar (`signalgen dev`'s demo history)."""
+    from signalgen.db.models import Bar
+
+    query = select(Bar.ticker).where(Bar.source == "sample").limit(1)
+    with store.database.session() as session:
+        return session.scalars(query).first() is not None
+
+
+def backfill_off_reason(settings: Any, store: BarStore | None = None) -> str | None:
+    """Why history is not backfilled automatically (None: it is). Only a configured
+    source is asked: `HISTORY_SOURCE` set in the environment (or `.env`); never under
+    `signalgen dev` nor over the bundled sample bars (offline, and tests, never reach out)."""
+    if "history_source" not in settings.model_fields_set:
+        return "HISTORY_SOURCE is not set"
+    if getattr(settings, "signalgen_dev", False):
+        return "signalgen dev (sample data)"
+    if store is not None and holds_sample_bars(store):
+        return "the bar store holds sample bars"
+    return None
 
 
 def backfill_from_settings(

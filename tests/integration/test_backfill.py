@@ -9,7 +9,6 @@ sessions. Every request is counted by the servers themselves.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -30,6 +29,7 @@ from tests.support.fake_finnhub import FakeFinnhub
 from tests.support.fake_history import FakeHistory
 from tests.support.market import MARKET_DIR, reference_crosses
 from tests.support.processes import CeleryProcess, service_env, start_worker
+from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -201,15 +201,6 @@ def test_a_free_plan_backfills_six_tickers_and_the_golden_cross_fires_on_the_fir
         get_settings.cache_clear()
 
 
-def wait_until(condition: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
 def send_generate(redis_url: str) -> None:
     """As beat does: by celeryconfig's own routes."""
     from celery import Celery
@@ -219,14 +210,114 @@ def send_generate(redis_url: str) -> None:
     app = Celery("backfill-test", broker=redis_url, set_as_current=False)
     app.conf.update(task_routes=celeryconfig.task_routes, task_serializer="json")
     with app.connection_for_write() as connection:
+        # Declared as a worker would have: on a fresh Redis a message to an undeclared queue
+        # has no binding and would be dropped.
+        for queue in celeryconfig.task_queues:
+            queue(connection.default_channel).declare()
         app.send_task("signals.generate", args=[GENERATOR], connection=connection)
+
+
+def worker_env(environment: dict[str, str]) -> dict[str, str]:
+    env = service_env(**environment)
+    for name in ("MOCK_GENERATOR_INTERVAL_SECONDS", "GOLDEN_CROSS_CHECK_INTERVAL_SECONDS"):
+        env.pop(name, None)
+    return env
+
+
+def events(log: str, event: str) -> list[dict[str, Any]]:
+    """The log's `event` lines, in time order (`log` may join several workers' logs)."""
+    found = [json.loads(line) for line in log.splitlines() if f'"event": "{event}"' in line]
+    return sorted(found, key=lambda e: str(e["ts"]))
+
+
+@pytest.fixture
+def workers(environment: dict[str, str], tmp_path: Path) -> Iterator[list[CeleryProcess]]:
+    """Two generation workers (as several machines would run), started at once."""
+    env = worker_env(environment)
+    started = [
+        start_worker(
+            env, tmp_path / f"generation-{n}.log", name=f"gen{n}", queues="generate", wait=False
+        )
+        for n in (1, 2)
+    ]
+    try:
+        yield started
+    finally:
+        for process in started:
+            process.stop()
+
+
+def test_workers_backfill_at_start_and_the_golden_cross_fires_on_the_first_check(
+    environment: dict[str, str],  # set up (Redis flushed) before the first slot is sent
+    servers: tuple[FakeFinnhub, FakeHistory],
+    pg_db: Database,
+    redis_url: str,
+    request: pytest.FixtureRequest,
+) -> None:
+    """A fresh database, HISTORY_SOURCE set: beat's first slot is already queued when two
+    generation workers start. Their start-up backfill (one task per ticker, whichever worker
+    claims it) lands before that first check computes: the first check has 205 bars and all
+    six golden crosses; history is fetched once per ticker and never again."""
+    finnhub, history = servers
+    send_generate(redis_url)  # beat's first slot, sent before any worker is up
+    started: list[CeleryProcess] = request.getfixturevalue("workers")
+    for process in started:
+        process.wait_for("ready.", timeout=60)
+
+    def log() -> str:
+        return "".join(process.output() for process in started)
+
+    wait_until(lambda: events(log(), "generator_ran"), timeout=90, message="the first check")
+    text = log()
+    first = events(text, "generator_ran")
+    assert len(first) == 1, text[-3000:]
+    assert (first[0]["bars"], first[0]["needed"], first[0]["new"]) == (205, 205, 6), first
+    assert golden_crosses(pg_db) == sorted(TICKERS)  # on the FIRST check
+    assert events(text, "generator_backfilling") == []
+    requested = events(text, "history_backfill_requested")
+    assert sorted(e["ticker"] for e in requested) == sorted(TICKERS), requested  # once each
+    # Whoever claims a ticker first (a starting worker, or the check that arrived first).
+    assert {e["trigger"] for e in requested} <= {"startup", "check"}
+    assert len(events(text, "history_backfill_startup")) == 2  # both workers looked
+    assert history.per_ticker("stooq") == dict.fromkeys(TICKERS, 1)
+    assert finnhub.count("/stock/candle") == 0  # history was complete before the check asked
+
+    send_generate(redis_url)
+    wait_until(
+        lambda: len(events(log(), "generator_ran")) == 2, timeout=30, message="a second check"
+    )
+    second = events(log(), "generator_ran")[1]
+    assert (second["bars"], second["new"]) == (205, 0), second  # the same crosses, same ids
+    assert history.count("stooq") == 6  # history never refetched once complete
+    assert len(events(log(), "history_backfill_requested")) == 6
+    assert finnhub.count("/stock/candle") == 0
+
+
+def test_starting_workers_backfill_once_before_any_check(
+    workers: list[CeleryProcess],
+    servers: tuple[FakeFinnhub, FakeHistory],
+    pg_db: Database,
+) -> None:
+    """No check sent: the workers' start-up alone backfills each short ticker, once."""
+    _finnhub, history = servers
+    store = BarStore(pg_db)
+    wait_until(
+        lambda: all(store.count(t) >= 205 for t in TICKERS),
+        timeout=60,
+        message="the start-up backfill",
+    )
+    text = "".join(process.output() for process in workers)
+    requested = events(text, "history_backfill_requested")
+    assert sorted(e["ticker"] for e in requested) == sorted(TICKERS)
+    assert {e["trigger"] for e in requested} == {"startup"}
+    assert history.per_ticker("stooq") == dict.fromkeys(TICKERS, 1)
+    assert events(text, "generator_ran") == []
 
 
 @pytest.fixture
 def worker(environment: dict[str, str], tmp_path: Path) -> Iterator[CeleryProcess]:
-    env = service_env(**environment)
-    for name in ("MOCK_GENERATOR_INTERVAL_SECONDS", "GOLDEN_CROSS_CHECK_INTERVAL_SECONDS"):
-        env.pop(name, None)
+    env = worker_env(environment)
+    env.pop("HISTORY_SOURCE")  # the default source (stooq, here the local server), not set
     process = start_worker(env, tmp_path / "generation.log", name="generation", queues="generate")
     try:
         yield process
@@ -234,34 +325,32 @@ def worker(environment: dict[str, str], tmp_path: Path) -> Iterator[CeleryProces
         process.stop()
 
 
-def test_a_short_watchlist_ticker_is_backfilled_once_in_the_background(
+def test_without_history_source_no_provider_is_asked_for_history(
     worker: CeleryProcess,
     servers: tuple[FakeFinnhub, FakeHistory],
     pg_db: Database,
     redis_url: str,
 ) -> None:
-    """No history at all: the first check reports `backfilling` and enqueues one backfill per
-    ticker (on the generate queue, rate limited); the next check has the bars and the cross."""
-    finnhub, history = servers
-    store = BarStore(pg_db)
-    send_generate(redis_url)
-    wait_until(lambda: all(store.count(t) >= 205 for t in TICKERS), 60, "the background backfill")
+    """HISTORY_SOURCE not set (offline development, tests): nothing is backfilled by itself,
+    neither at start-up nor after a short check, although the default source (here the local
+    Stooq server) would answer. The check says what is missing instead."""
+    _finnhub, history = servers
+    worker.wait_for('"event": "history_backfill_startup_off"', timeout=30)
+    off = events(worker.output(), "history_backfill_startup_off")
+    assert [e["reason"] for e in off] == ["HISTORY_SOURCE is not set"]
+    for n in (1, 2):
+        send_generate(redis_url)
+        wait_until(
+            lambda n=n: len(events(worker.output(), "generator_ran")) == n,  # type: ignore[misc]
+            timeout=30,
+            message=f"check {n}",
+        )
     log = worker.output()
-    assert log.count('"event": "history_backfill_requested"') == 6, log[-3000:]
-    backfilling = [
-        json.loads(line) for line in log.splitlines() if '"event": "generator_backfilling"' in line
-    ]
-    assert len(backfilling) == 1 and sorted(backfilling[0]["tickers"]) == sorted(TICKERS)
-    assert history.per_ticker("stooq") == dict.fromkeys(TICKERS, 1)
-    assert golden_crosses(pg_db) == []  # the first check had too few bars
-
-    send_generate(redis_url)
-    wait_until(lambda: len(golden_crosses(pg_db)) == 6, 30, "the golden crosses")
-    assert golden_crosses(pg_db) == sorted(TICKERS)
-
-    ran = worker.output().count('"event": "generator_ran"')
-    send_generate(redis_url)
-    wait_until(lambda: worker.output().count('"event": "generator_ran"') > ran, 30, "a third check")
-    assert history.count("stooq") == 6  # backfilled once; never refetched
-    assert worker.output().count('"event": "history_backfill_requested"') == 6
-    assert finnhub.count("/stock/candle") <= 1  # the free plan's 403, remembered
+    ran = events(log, "generator_ran")
+    # The quote's bar of today only: far from the 205 needed.
+    assert [(e["bars"] <= 1, e["needed"], e["new"]) for e in ran] == [(True, 205, 0)] * 2, ran
+    assert events(log, "history_backfill_requested") == []
+    assert events(log, "generator_backfilling") == []
+    assert '"event": "insufficient_data"' in log
+    assert history.count("stooq") == 0  # the history server was never asked
+    assert golden_crosses(pg_db) == []
