@@ -33,14 +33,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from dispatcher.admission import Refused
+from signalgen.networks import ALLOW_SETTING as ALLOW_SETTING
+from signalgen.networks import IPNetwork as IPNetwork
+from signalgen.networks import parse_networks as parse_networks
 from signalgen.ops.config import RESERVED_QUEUES, RESERVED_TASK_PREFIXES, ExecutorPolicy
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 #: (host, port) -> the addresses it resolves to, as text (getaddrinfo's answer).
 Resolver = Callable[[str, int], Sequence[str]]
 
-ALLOW_SETTING = "WEBHOOK_ALLOW_NETWORKS"
 #: What a delivery refused by this policy stores as its error: the same text whatever the
 #: address and whether or not anything listens there.
 DELIVERY_REFUSED = "destination not allowed by egress policy"
@@ -112,21 +113,6 @@ class EgressRefused(Exception):
 
 
 # -- pure ---------------------------------------------------------------------------------------
-
-
-def parse_networks(text: str) -> tuple[IPNetwork, ...]:
-    """`"127.0.0.1/32, ::1/128"` -> networks. ValueError naming the entry and the setting."""
-    networks: list[IPNetwork] = []
-    for entry in (part.strip() for part in text.split(",")):
-        if not entry:
-            continue
-        try:
-            networks.append(ipaddress.ip_network(entry, strict=True))
-        except ValueError as exc:
-            raise ValueError(
-                f"{ALLOW_SETTING}: {entry!r} is not a network in CIDR form: {exc}"
-            ) from None
-    return tuple(networks)
 
 
 def parse_host_literal(host: str) -> IPAddress | None:

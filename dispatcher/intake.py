@@ -30,17 +30,16 @@ from typing import Any
 from pydantic import ValidationError
 
 from schemas.signal import Signal
+from signalgen.publishing.envelope import JSON_CONTENT_TYPES as JSON_CONTENT_TYPES
+from signalgen.publishing.envelope import MAX_SIGNAL_BYTES as MAX_SIGNAL_BYTES
+from signalgen.publishing.envelope import is_json as _is_json
+from signalgen.publishing.envelope import make_envelope as make_envelope
 from signalgen.publishing.headers import PUBLISHED_AT_HEADER as PUBLISHED_AT_HEADER
 
 #: Headers that once asked for a replay generation, or look like they do: never obeyed, reported.
 CLAIM_HEADERS = frozenset({"x-generation", "x-replay", "x-replay-id", "x-replay-generation"})
 #: Clock difference between a publisher and this dispatcher that `x-published-at` may show.
 CLOCK_SKEW = timedelta(seconds=5)
-JSON_CONTENT_TYPES = frozenset({"application/json", "text/json"})
-#: A signal is a few KiB; anything far larger on the intake is refused, and only this much of
-#: it is passed on and kept in the dead letter (a stranger on the exchange cannot make the
-#: dispatcher carry, decode and store megabytes).
-MAX_SIGNAL_BYTES = 256 * 1024
 
 
 class InvalidSignal(ValueError):
@@ -66,61 +65,6 @@ class Delivery:
     published_at: datetime | None
     #: Headers not believed, each with the reason ("x-generation: never taken from a header").
     ignored: tuple[str, ...] = ()
-
-
-def _json_safe(value: Any) -> Any:
-    if value is None or isinstance(value, bool | int | str):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else repr(value)
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    return repr(value)
-
-
-def _is_json(content_type: str | None) -> bool:
-    if not content_type:
-        return True  # plain publishers may omit it; the body is validated as JSON anyway
-    return content_type.split(";")[0].strip().lower() in JSON_CONTENT_TYPES
-
-
-def make_envelope(
-    body: bytes | str,
-    *,
-    content_type: str | None,
-    headers: dict[str, Any] | None,
-    routing_key: str | None = None,
-) -> dict[str, Any]:
-    """Wrap a raw message for the `signals.dispatch` task. Never deserializes the body.
-
-    A body over `MAX_SIGNAL_BYTES` is cut to that size and marked `oversize` (its real size):
-    `decode_envelope` then refuses it."""
-    raw = body.encode("utf-8") if isinstance(body, str) else bytes(body)
-    oversize = len(raw) if len(raw) > MAX_SIGNAL_BYTES else None
-    if oversize is not None:
-        raw = raw[:MAX_SIGNAL_BYTES]
-    text: str | None = None
-    if _is_json(content_type) and oversize is None:
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            text = None
-    envelope: dict[str, Any] = {
-        "content_type": content_type,
-        "headers": _json_safe(dict(headers or {})),
-        "routing_key": routing_key,
-    }
-    if oversize is not None:
-        envelope["oversize"] = oversize
-    if text is not None:
-        envelope.update(body=text, body_encoding="utf-8")
-    else:
-        envelope.update(body=base64.b64encode(raw).decode("ascii"), body_encoding="base64")
-    return envelope
 
 
 def envelope_for_payload(payload: str, *, published_at: float | None = None) -> dict[str, Any]:

@@ -470,7 +470,7 @@ class Settings(BaseSettings):
     @field_validator("webhook_allow_networks")
     @classmethod
     def _cidrs(cls, value: str) -> str:
-        from dispatcher.egress import parse_networks
+        from signalgen.networks import parse_networks
 
         parse_networks(value)  # a bad entry stops start-up, named
         return value

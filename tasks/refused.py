@@ -27,7 +27,7 @@ MAX_KEPT_BODY = 64 * 1024
 
 
 def _headers(message: Any) -> dict[str, Any]:
-    from dispatcher.intake import _json_safe
+    from signalgen.publishing.envelope import json_safe as _json_safe
 
     headers = getattr(message, "headers", None) or {}
     # argsrepr/kwargsrepr are whatever the sender wrote: keep the names, not the values.

@@ -24,8 +24,9 @@ if TYPE_CHECKING:
 def repair(self: PolicyTask) -> dict[str, Any]:
     """One sweep; an outage raises and is retried with back-off (the next tick also comes)."""
     from dispatcher import repair as repairing
+    from signalgen.settings import RepairSettings
 
-    settings = repairing.RepairSettings()
+    settings = RepairSettings()
     generation = self.ctx.generation  # the dispatcher's match index is not needed here
     outbox = _publish_outbox(generation, older_than=settings.outbox_age)
     result = repairing.repair(

@@ -210,6 +210,6 @@ def build_beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
 
 
 def _repair_interval() -> float:
-    from dispatcher.repair import RepairSettings
+    from signalgen.settings import RepairSettings
 
     return RepairSettings().interval_seconds

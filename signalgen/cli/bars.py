@@ -164,7 +164,7 @@ def backfill(
         run_backfill,
     )
     from signalgen.marketdata.calendar import market_calendar
-    from signalgen.marketdata.history import history_source
+    from signalgen.marketdata.providers import history_source
     from signalgen.settings import get_settings
 
     settings = get_settings()

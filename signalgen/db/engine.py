@@ -19,6 +19,8 @@ from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.dml import Insert
 
+from signalgen.db.alembic_log import quiet_alembic
+
 
 def normalize_url(url: str) -> str:
     """postgres:// and postgresql:// go through psycopg 3; everything else is left as given."""
@@ -181,20 +183,6 @@ def migrate(database: Database) -> MigrationOutcome:
     """
     with quiet_alembic():  # Alembic logs at import ("setup plugin ...") and while it runs
         return _migrate(database)
-
-
-@contextmanager
-def quiet_alembic() -> Iterator[None]:
-    """Alembic's INFO lines (plugins, context impl, DDL mode, one per revision) kept out of the
-    log while inside: `migrate` reports what changed in one line of its own."""
-    alembic_logger = logging.getLogger("alembic")
-    previous = alembic_logger.level
-    if alembic_logger.getEffectiveLevel() < logging.WARNING:
-        alembic_logger.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        alembic_logger.setLevel(previous)
 
 
 def _migrate(database: Database) -> MigrationOutcome:

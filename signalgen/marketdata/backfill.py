@@ -576,7 +576,7 @@ def backfill_from_settings(
     memory of what was asked in Redis, the calendar of `MARKET_CALENDAR`. ValueError (named
     setting) when the source is not configured."""
     from signalgen.marketdata.calendar import market_calendar
-    from signalgen.marketdata.history import history_source
+    from signalgen.marketdata.providers import history_source
 
     source = history_source(settings, database=database)
     account = ""

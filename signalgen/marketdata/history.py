@@ -5,7 +5,8 @@ A history source answers one question: the daily bars of a ticker from `start` t
 range the store is missing, rate-limited per provider, and never again once the range is held.
 
 Providers live in `signalgen.marketdata.providers` (Stooq, Tiingo, Alpha Vantage, Finnhub
-candles, CSV files); `history_source(settings, name)` builds the one `HISTORY_SOURCE` names.
+candles, CSV files); `providers.history_source(settings, name)` builds the one `HISTORY_SOURCE`
+names.
 
 Failures are the errors of `signalgen.marketdata.errors`, sorted by what happens next:
 
@@ -26,7 +27,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from signalgen.logs import redact
 from signalgen.marketdata.errors import (
@@ -41,9 +42,6 @@ from signalgen.marketdata.errors import (
 from signalgen.marketdata.limiter import Limit
 from signalgen.marketdata.store import BarRow
 
-if TYPE_CHECKING:
-    from signalgen.settings import Settings
-
 __all__ = [
     "HISTORY_SOURCES",
     "EntitlementError",
@@ -57,7 +55,6 @@ __all__ = [
     "SymbolNotFoundError",
     "TransientProviderError",
     "clean_bars",
-    "history_source",
     "http_get",
 ]
 
@@ -244,54 +241,3 @@ def raise_for_status(answer: HttpAnswer, provider: str, ticker: str) -> None:
     if status >= 500:
         raise TransientProviderError(f"{provider} server error (HTTP {status}): {detail}")
     raise PermanentProviderError(f"{provider} refused the request (HTTP {status}): {detail}")
-
-
-# -- choosing a source ------------------------------------------------------------------------
-
-
-def history_source(
-    settings: Settings,
-    name: str | None = None,
-    *,
-    database: Any = None,
-    get: HttpGetter | None = None,
-) -> HistorySource:
-    """The history source `name` (default: `HISTORY_SOURCE`) configured from `settings`.
-
-    Raises ValueError naming the setting when the provider needs a key that is not set, or
-    the name is unknown. `database` (Finnhub only) counts candle calls in the usage table.
-    """
-    from signalgen.marketdata import providers
-
-    chosen = (name or settings.history_source).strip().lower()
-    if chosen not in HISTORY_SOURCES:
-        raise ValueError(
-            f"HISTORY_SOURCE: unknown history source {chosen!r} "
-            f"(one of {', '.join(HISTORY_SOURCES)})"
-        )
-    getter = get or http_get()
-    if chosen == "stooq":
-        return providers.StooqHistory(settings.stooq_base_url, get=getter)
-    if chosen == "tiingo":
-        if settings.tiingo_api_key is None:
-            raise ValueError("TIINGO_API_KEY is not set: Tiingo needs a (free) API key")
-        return providers.TiingoHistory(
-            settings.tiingo_api_key.get_secret_value(), settings.tiingo_base_url, get=getter
-        )
-    if chosen == "alphavantage":
-        if settings.alphavantage_api_key is None:
-            raise ValueError("ALPHAVANTAGE_API_KEY is not set: Alpha Vantage needs a (free) key")
-        return providers.AlphaVantageHistory(
-            settings.alphavantage_api_key.get_secret_value(),
-            settings.alphavantage_base_url,
-            get=getter,
-        )
-    if chosen == "finnhub":
-        if settings.finnhub_api_key is None:
-            raise ValueError("FINNHUB_API_KEY is not set: Finnhub candles need a paid plan's key")
-        from signalgen.marketdata import source_from_settings
-
-        return providers.FinnhubCandlesHistory(source_from_settings(settings, database))
-    if settings.history_csv_dir is None:
-        raise ValueError("HISTORY_CSV_DIR is not set: the csv source reads <TICKER>.csv there")
-    return providers.CsvHistory(settings.history_csv_dir)

@@ -345,7 +345,7 @@ def _send_back(db: Database, row: DeadLetter, senders: Senders) -> None:
         )
         return
     # dispatch (and any other intake stage): the raw body again, through validation.
-    from dispatcher.intake import make_envelope
+    from signalgen.publishing.envelope import make_envelope
 
     envelope = make_envelope(
         bytes(row.body), content_type=row.content_type, headers=dict(row.headers or {})

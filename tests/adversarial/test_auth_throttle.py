@@ -26,9 +26,9 @@ from schemas.external import WebhooksConfig
 from signalgen.db import Database
 from signalgen.http.app import create_app
 from signalgen.http.auth import revoke_key
-from signalgen.http.deps import ApiSettings
 from signalgen.ingress.webhooks import sign
 from signalgen.publishing import KombuPublisher
+from signalgen.settings import ApiSettings
 from tests.integration.test_http_api import add_users
 from tests.support.api_server import running_server
 

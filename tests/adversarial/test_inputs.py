@@ -30,10 +30,10 @@ from schemas.external import WebhooksConfig
 from signalgen.db import Database
 from signalgen.db.models import Bar, Execution, SignalRecord
 from signalgen.http.app import create_app
-from signalgen.http.deps import ApiSettings
 from signalgen.http.queries import encode_cursor
 from signalgen.ingress.webhooks import sign
 from signalgen.publishing import KombuPublisher
+from signalgen.settings import ApiSettings
 from tests.integration.test_http_api import add_users, make_signal, store_signals
 from tests.support.api_server import running_server
 

@@ -28,9 +28,9 @@ from signalgen.db import Database
 from signalgen.db.models import Execution, Pipeline
 from signalgen.http.app import create_app
 from signalgen.http.auth import add_user, create_key, revoke_key
-from signalgen.http.deps import ApiSettings
 from signalgen.ops.config import OperationsConfig, Quotas
 from signalgen.publishing.recorder import record_signals
+from signalgen.settings import ApiSettings
 from tests.support.api_server import running_server
 from tests.support.wait import wait_until
 

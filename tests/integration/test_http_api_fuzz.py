@@ -23,8 +23,8 @@ from signalgen.db import Database
 from signalgen.db.models import Execution
 from signalgen.http.app import create_app
 from signalgen.http.auth import add_user, create_key
-from signalgen.http.deps import ApiSettings
 from signalgen.ops.config import OperationsConfig, Quotas
+from signalgen.settings import ApiSettings
 from tests.integration.test_http_api import make_signal, store_signals
 from tests.support.api_server import running_server
 

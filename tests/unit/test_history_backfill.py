@@ -33,11 +33,15 @@ from signalgen.marketdata.history import (
     HttpAnswer,
     SymbolNotFoundError,
     clean_bars,
-    history_source,
     raise_for_status,
 )
 from signalgen.marketdata.limiter import Limit, memory_rate_limiter
-from signalgen.marketdata.providers import AlphaVantageHistory, StooqHistory, TiingoHistory
+from signalgen.marketdata.providers import (
+    AlphaVantageHistory,
+    StooqHistory,
+    TiingoHistory,
+    history_source,
+)
 from signalgen.marketdata.providers.alphavantage import parse_alphavantage_daily
 from signalgen.marketdata.providers.stooq import parse_stooq_csv, stooq_symbol
 from signalgen.marketdata.providers.tiingo import parse_tiingo_prices

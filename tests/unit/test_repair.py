@@ -7,9 +7,10 @@ from typing import Any
 
 from sqlalchemy import update
 
-from dispatcher.repair import RepairSettings, repair
+from dispatcher.repair import repair
 from signalgen.db import Database
 from signalgen.db.models import Execution, SignalRecord
+from signalgen.settings import RepairSettings
 from tests.support.ops import T0, add_execution, add_pipeline, make_signal, record
 
 SETTINGS = RepairSettings(REPAIR_GRACE_SECONDS=60, REPAIR_HORIZON_SECONDS=86400)

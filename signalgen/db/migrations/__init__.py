@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from alembic import command
 from alembic.config import Config
 
-from signalgen.db.engine import quiet_alembic
+from signalgen.db.alembic_log import quiet_alembic
 
 if TYPE_CHECKING:
     from signalgen.db.engine import Database
