@@ -35,7 +35,7 @@ migrate: $(STAMP)
 
 ## screenshots: dashboard PNGs in artifacts/ after SCREENSHOT_SECONDS (300) of `signalgen dev`
 screenshots: $(STAMP)
-	$(BIN)/python -m signalgen.ops.screenshots
+	$(BIN)/python -m signalgen.interfaces.screenshots
 
 clean:
 	rm -rf $(VENV) .signalgen .pytest_cache .mypy_cache .ruff_cache

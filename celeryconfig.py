@@ -9,10 +9,7 @@ Bad configuration stops `celery -A tasks worker|beat` here, at start-up, with th
 
 from kombu import Queue
 
-from signalgen.config import ConfigError
-from signalgen.settings import get_settings
-from tasks.schedules import build_beat_schedule
-from tasks.topology import (
+from signalgen.bus.topology import (
     DEFAULT_QUEUE,
     DISPATCH_QUEUE,
     GENERATE_QUEUE,
@@ -20,6 +17,9 @@ from tasks.topology import (
     SIGNALS_QUEUE,
     TASK_QUEUES,
 )
+from signalgen.config import ConfigError
+from signalgen.settings import get_settings
+from tasks.schedules import build_beat_schedule
 
 try:
     _settings = get_settings()
@@ -73,7 +73,8 @@ timezone = "UTC"
 worker_hijack_root_logger = False
 
 # Generation on its own queue, consumed by its own workers: a provider that hangs holds those
-# workers only, never dispatch or executions (see tasks/topology.py for the worker commands).
+# workers only, never dispatch or executions (see signalgen/bus/topology.py for the worker
+# commands).
 task_default_queue = DEFAULT_QUEUE
 task_queues = tuple(Queue(name) for name in TASK_QUEUES)
 task_routes = {

@@ -51,7 +51,8 @@ GOAL_P99_MS = 20.0
 GOAL_RATIO = 3.0
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
-#: The API's query for one page of a ticker (signalgen.http.queries.list_signals), as SQL.
+#: The API's query for one page of a ticker (signalgen.interfaces.http.queries.list_signals), as
+#: SQL.
 RAW_QUERY = """
 SELECT s.signal_id, s.signal_type, s.source, s.tickers, s.created_at, s.event_time, s.payload,
        s.published_at, s.dispatch_status, s.dispatched_at, s.matched_count
@@ -111,10 +112,10 @@ def ensure_dataset() -> None:
             connection.execute(text(f'CREATE DATABASE "{DB_NAME}"'))
     admin.dispose()
 
-    import signalgen.db.models  # noqa: F401  (registers every table)
-    from signalgen.db import Database
-    from signalgen.db.base import Base
-    from signalgen.db.engine import SchemaMismatch, ensure_schema
+    import signalgen.storage.models  # noqa: F401  (registers every table)
+    from signalgen.storage import Database
+    from signalgen.storage.base import Base
+    from signalgen.storage.engine import SchemaMismatch, ensure_schema
 
     database = Database(database_url())
     loaded = dataset_marker(database)
@@ -165,8 +166,8 @@ def dataset_marker(database: Any) -> str | None:
 
 
 def api_key() -> str:
-    from signalgen.db import Database
-    from signalgen.http.auth import UserExists, add_user, create_key
+    from signalgen.interfaces.http.auth import UserExists, add_user, create_key
+    from signalgen.storage import Database
 
     database = Database(database_url())
     with database.session() as session:
@@ -195,7 +196,7 @@ def start_service(port: int) -> subprocess.Popen[bytes]:
         [
             sys.executable,
             "-c",
-            "from signalgen.cli import run; run()",
+            "from signalgen.interfaces.cli import run; run()",
             "api",
             "--port",
             str(port),

@@ -88,7 +88,7 @@ class Step:
 def _finished(db: Any) -> int:
     from sqlalchemy import func, select
 
-    from signalgen.db.models import Execution
+    from signalgen.storage.models import Execution
 
     with db.session() as session:
         return int(
@@ -112,7 +112,7 @@ def _operations_config(directory: Path) -> Path:
 @contextlib.contextmanager
 def _operations(path: str) -> Iterator[None]:
     """This process reads its operations config from `path` meanwhile."""
-    from signalgen.ops.config import get_operations_config
+    from signalgen.config.operations import get_operations_config
 
     before = os.environ.get("OPERATIONS_CONFIG_PATH")
     os.environ["OPERATIONS_CONFIG_PATH"] = path
@@ -133,7 +133,7 @@ def drain_noops(app: Any, redis_url: str, count: int) -> float:
     import redis
 
     from dispatcher.fanout import enqueue_many
-    from tasks.topology import PIPELINES_QUEUE
+    from signalgen.bus.topology import PIPELINES_QUEUE
 
     client = redis.Redis.from_url(redis_url)
     app.control.cancel_consumer(PIPELINES_QUEUE, reply=True, timeout=5)
@@ -163,7 +163,7 @@ def run_steps(db: Any, redis_url: str) -> list[Step]:
     """Publish signals at each rate of RATES for STEP_SECONDS until a step does not keep up."""
     from kombu import Connection
 
-    from tasks.topology import DISPATCH_INTAKE_QUEUE, SIGNAL_EXCHANGE
+    from signalgen.bus.topology import DISPATCH_INTAKE_QUEUE, SIGNAL_EXCHANGE
 
     rng = random.Random(14)
     steps: list[Step] = []
@@ -207,7 +207,7 @@ def measured_rates(db: Any, steps: list[Step]) -> list[float]:
 
     from sqlalchemy import func, select
 
-    from signalgen.db.models import Execution
+    from signalgen.storage.models import Execution
 
     rates: list[float] = []
     with db.session() as session:
@@ -228,7 +228,7 @@ def exactly_once(db: Any, redis_url: str, expected: int, timeout: float = 90.0) 
     import redis
     from sqlalchemy import distinct, func, select, tuple_
 
-    from signalgen.db.models import Execution
+    from signalgen.storage.models import Execution
 
     deadline = time.monotonic() + timeout
     while _finished(db) < expected and time.monotonic() < deadline:
@@ -260,7 +260,7 @@ def exactly_once(db: Any, redis_url: str, expected: int, timeout: float = 90.0) 
 
 
 def bench_ceiling() -> dict[str, float]:
-    from tasks.topology import DELIVERY_WORKER_QUEUES
+    from signalgen.bus.topology import DELIVERY_WORKER_QUEUES
 
     results: dict[str, float] = {}
     with scratch_services() as (redis_url, pg_url, directory):

@@ -205,9 +205,9 @@ def scratch_services() -> Iterator[tuple[str, str, Path]]:
 
 
 def _database(url: str) -> Any:
-    import signalgen.db.models  # noqa: F401
-    from signalgen.db import Database
-    from signalgen.db.base import Base
+    import signalgen.storage.models  # noqa: F401
+    from signalgen.storage import Database
+    from signalgen.storage.base import Base
 
     database = Database(url)
     Base.metadata.create_all(database.engine)
@@ -340,8 +340,8 @@ def bench_latency(rate: float | None = None, seconds: float = 10.0) -> dict[str,
     from kombu import Connection
     from sqlalchemy import select
 
-    from signalgen.db.models import Execution
-    from tasks.topology import DISPATCH_INTAKE_QUEUE, SIGNAL_EXCHANGE
+    from signalgen.bus.topology import DISPATCH_INTAKE_QUEUE, SIGNAL_EXCHANGE
+    from signalgen.storage.models import Execution
 
     results: dict[str, float] = {}
     with scratch_services() as (redis_url, pg_url, directory):
@@ -490,7 +490,7 @@ def _stage_rows(database: Any) -> list[Any]:
     that started."""
     from sqlalchemy import select
 
-    from signalgen.db.models import Execution, SignalRecord
+    from signalgen.storage.models import Execution, SignalRecord
 
     with database.session() as session:
         return list(

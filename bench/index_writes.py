@@ -95,7 +95,7 @@ def load_pipelines(database: Any, count: int) -> None:
     """Bulk insert (setup only: the writes under test go through dispatcher.store)."""
     from sqlalchemy import insert
 
-    from signalgen.db.models import Pipeline
+    from signalgen.storage.models import Pipeline
 
     rng = random.Random(10)
     batch: list[dict[str, Any]] = []
@@ -113,7 +113,7 @@ def write_loop(pg_url: str, redis_url: str, rate: float, stop: Any, results: Any
     """Another process (the API's role): `rate` pipeline writes/s until `stop` is set."""
     from dispatcher import store
     from schemas.pipeline import PipelineSpec
-    from signalgen.db import Database
+    from signalgen.storage import Database
 
     database = Database(pg_url)
     rng = random.Random(99)

@@ -4,7 +4,7 @@ The seed asked Finnhub for a quote of every ticker on every check, day and night
 checks an hour = 288 calls per ticker per day, whatever the exchange did. This bench runs the real
 refresh path (`refresh_bars`, `FinnhubSource` through finnhub-python, the shared limiter and the
 negative cache on an in-process Redis, bars in SQLite) against the local Finnhub stand-in
-(tests/support/fake_finnhub.py), with the XNYS calendar, at one check every 5 minutes over whole
+(bench/fakes/fake_finnhub.py), with the XNYS calendar, at one check every 5 minutes over whole
 New York days: a regular trading day, the half day after Thanksgiving, a holiday and a Saturday.
 It counts the calls at the server. N tickers hold complete history (no candle requests), plus one
 unknown ticker, for the negative cache.
@@ -31,15 +31,15 @@ TOKEN = "bench-token"
 def run() -> None:
     import fakeredis
 
-    from signalgen.db import Database
-    from signalgen.db.base import Base
+    from bench.fakes.fake_finnhub import FakeFinnhub
     from signalgen.marketdata.breaker import RedisNoDataCache
     from signalgen.marketdata.calendar import market_calendar
     from signalgen.marketdata.finnhub import FinnhubSource, RedisEntitlements
     from signalgen.marketdata.limiter import Limit, RedisRateLimiter
     from signalgen.marketdata.refresh import refresh_bars
     from signalgen.marketdata.store import BarRow, BarStore
-    from tests.support.fake_finnhub import FakeFinnhub
+    from signalgen.storage import Database
+    from signalgen.storage.base import Base
 
     logging.getLogger("signalgen").setLevel(logging.ERROR)  # the unknown ticker's one warning
     calendar = market_calendar("XNYS")
@@ -53,7 +53,7 @@ def run() -> None:
         f"{'seed formula':>14}{'ratio':>8}"
     )
     with tempfile.TemporaryDirectory() as folder, FakeFinnhub(token=TOKEN) as server:
-        import signalgen.db.models  # noqa: F401  (registers tables)
+        import signalgen.storage.models  # noqa: F401  (registers tables)
 
         database = Database(f"sqlite:///{Path(folder) / 'bench.db'}")
         Base.metadata.create_all(database.engine)

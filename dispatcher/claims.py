@@ -73,8 +73,8 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from schemas.statuses import STARTABLE, DispatchStatus, ExecutionStatus
-from signalgen.db import insert_ignore
-from signalgen.db.models import Execution, Pipeline, SignalRecord, SignalTicker
+from signalgen.storage import insert_ignore
+from signalgen.storage.models import Execution, Pipeline, SignalRecord, SignalTicker
 
 _EXECUTIONS: Table = Execution.__table__  # type: ignore[assignment]
 

@@ -33,10 +33,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from dispatcher.admission import Refused
+from signalgen.config.operations import RESERVED_QUEUES, RESERVED_TASK_PREFIXES, ExecutorPolicy
 from signalgen.networks import ALLOW_SETTING as ALLOW_SETTING
 from signalgen.networks import IPNetwork as IPNetwork
 from signalgen.networks import parse_networks as parse_networks
-from signalgen.ops.config import RESERVED_QUEUES, RESERVED_TASK_PREFIXES, ExecutorPolicy
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 #: (host, port) -> the addresses it resolves to, as text (getaddrinfo's answer).
@@ -343,7 +343,7 @@ def current_policy(resolve: Resolver | None = None) -> EgressPolicy:
 
 
 def current_executor_policy() -> ExecutorPolicy:
-    from signalgen.ops.config import get_operations_config
+    from signalgen.config.operations import get_operations_config
 
     return get_operations_config().executors
 

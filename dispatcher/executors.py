@@ -39,8 +39,8 @@ from dispatcher.egress import (
     current_policy,
 )
 from schemas.pipeline import CeleryExecutor, RecordExecutor, WebhookExecutor
+from signalgen.config.operations import ExecutorPolicy
 from signalgen.logs import redact
-from signalgen.ops.config import ExecutorPolicy
 
 if TYPE_CHECKING:  # requests (and the vetted session) load only where a webhook is sent
     import requests

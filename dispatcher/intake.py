@@ -30,11 +30,11 @@ from typing import Any
 from pydantic import ValidationError
 
 from schemas.signal import Signal
-from signalgen.publishing.envelope import JSON_CONTENT_TYPES as JSON_CONTENT_TYPES
-from signalgen.publishing.envelope import MAX_SIGNAL_BYTES as MAX_SIGNAL_BYTES
-from signalgen.publishing.envelope import is_json as _is_json
-from signalgen.publishing.envelope import make_envelope as make_envelope
-from signalgen.publishing.headers import PUBLISHED_AT_HEADER as PUBLISHED_AT_HEADER
+from signalgen.bus.envelope import JSON_CONTENT_TYPES as JSON_CONTENT_TYPES
+from signalgen.bus.envelope import MAX_SIGNAL_BYTES as MAX_SIGNAL_BYTES
+from signalgen.bus.envelope import is_json as _is_json
+from signalgen.bus.envelope import make_envelope as make_envelope
+from signalgen.bus.headers import PUBLISHED_AT_HEADER as PUBLISHED_AT_HEADER
 
 #: Headers that once asked for a replay generation, or look like they do: never obeyed, reported.
 CLAIM_HEADERS = frozenset({"x-generation", "x-replay", "x-replay-id", "x-replay-generation"})

@@ -1,4 +1,5 @@
-"""Per-user quotas on pipelines, from `operations.json` `quotas` (`signalgen.ops.config.Quotas`).
+"""Per-user quotas on pipelines, from `operations.json` `quotas`
+(`signalgen.config.operations.Quotas`).
 
 Checked by `dispatcher.admission` on every write path (HTTP API, CLI, imports), inside the
 write's transaction, so a refused write (or a refused import, as a whole) leaves nothing behind:
@@ -15,7 +16,7 @@ write's transaction, so a refused write (or a refused import, as a whole) leaves
 
 Every limit is named in the reason with the setting that changes it; None means unlimited.
 The per-minute API write limit (`api_writes_per_minute`) is an HTTP concern:
-`signalgen.http.quotas`.
+`signalgen.interfaces.http.quotas`.
 """
 
 from __future__ import annotations
@@ -27,11 +28,11 @@ from sqlalchemy import func, select
 
 from dispatcher.admission import Refused
 from schemas.pipeline import PipelineSpec
-from signalgen.ops.config import Quotas
+from signalgen.config.operations import Quotas
 
 
 def current_quotas() -> Quotas:
-    from signalgen.ops.config import get_operations_config
+    from signalgen.config.operations import get_operations_config
 
     return get_operations_config().quotas
 
@@ -82,7 +83,7 @@ def check_spec(spec: PipelineSpec, quotas: Quotas | None = None) -> None:
 
 def owner_totals(session: Any, owners: Iterable[str]) -> dict[str, tuple[int, int]]:
     """owner -> (pipelines, explicit scanner tickers) as the session sees them (one query)."""
-    from signalgen.db.models import Pipeline
+    from signalgen.storage.models import Pipeline
 
     wanted = sorted(set(owners))
     if not wanted:

@@ -34,10 +34,10 @@ from sqlalchemy import and_, or_, select, update
 
 from dispatcher.intake import envelope_for_payload
 from schemas.statuses import DispatchStatus, ExecutionStatus
-from signalgen.db import Database
-from signalgen.db.models import Execution, SignalRecord
 from signalgen.logs import log_event
 from signalgen.settings import RepairSettings
+from signalgen.storage import Database
+from signalgen.storage.models import Execution, SignalRecord
 
 logger = logging.getLogger("dispatcher.repair")
 

@@ -46,15 +46,15 @@ from dispatcher import claims
 from dispatcher.matching import MatchIndex
 from schemas.signal import AwareUTC, Signal, Ticker
 from schemas.statuses import DispatchStatus, ExecutionStatus, ReplayStatus
-from signalgen.db import Database, insert_ignore
-from signalgen.db.models import (
+from signalgen.logs import log_event
+from signalgen.storage import Database, insert_ignore
+from signalgen.storage.models import (
     Execution,
     Replay,
     ReplayGeneration,
     SignalRecord,
     SignalTicker,
 )
-from signalgen.logs import log_event
 
 logger = logging.getLogger("dispatcher.replay")
 

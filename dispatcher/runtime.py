@@ -13,8 +13,8 @@ from dispatcher.store import (
     redis_version_reader,
     signal_pipelines_fingerprint,
 )
-from signalgen.db import Database, get_database
 from signalgen.settings import DispatcherSettings, Settings, get_settings
+from signalgen.storage import Database, get_database
 
 __all__ = ["DispatcherResources", "DispatcherSettings", "build", "get_resources", "warm_up"]
 

@@ -42,10 +42,10 @@ from dispatcher.matching import MatchIndex
 from dispatcher.periodic import current_slot, slot_key
 from schemas.pipeline import CeleryExecutor, RecordExecutor, Schedule, WebhookExecutor
 from schemas.statuses import ExecuteResult, ExecutionStatus
-from signalgen.db import Database
-from signalgen.db.models import Pipeline
 from signalgen.logs import log_event, redact, redact_data
 from signalgen.ops.dlq import add_dead_letter
+from signalgen.storage import Database
+from signalgen.storage.models import Pipeline
 
 logger = logging.getLogger("dispatcher")
 

@@ -28,9 +28,9 @@ from dispatcher import changelog
 from dispatcher.admission import Refused, admit_spec, admit_totals
 from dispatcher.matching import MatchIndex
 from schemas.pipeline import PipelineSpec, Scanner
-from signalgen.db import Database
-from signalgen.db.models import Pipeline
 from signalgen.logs import log_event
+from signalgen.storage import Database
+from signalgen.storage.models import Pipeline
 
 logger = logging.getLogger("dispatcher.store")
 

@@ -104,7 +104,7 @@ def _describe_one(exc: BaseException, endpoints: Endpoints) -> Failure | None:
             "expected postgresql://user:password@host:5432/name or sqlite:///path",
             EXIT_CONFIG,
         )
-    if _is(exc, "signalgen.db.engine.SchemaMismatch"):
+    if _is(exc, "signalgen.storage.engine.SchemaMismatch"):
         return Failure(
             f"database {database}: {_first_line(exc)}; point DATABASE_URL at an empty "
             "database or at one made by `signalgen db upgrade`",

@@ -23,11 +23,11 @@ from sqlalchemy.orm import Session
 
 from generators.base import BaseSignalGenerator, Tick
 from schemas.signal import Signal
+from signalgen.bus import KombuPublisher, SignalPublisher, publish_recorded, record_signals
 from signalgen.config import ConfigError, GeneratorSpec, enabled_generators
-from signalgen.db import Database, get_database
 from signalgen.logs import log_event
-from signalgen.publishing import KombuPublisher, SignalPublisher, publish_recorded, record_signals
 from signalgen.settings import Settings, get_settings
+from signalgen.storage import Database, get_database
 
 logger = logging.getLogger("signalgen.runtime")
 
@@ -280,7 +280,7 @@ def _refresh_recorded(
 ) -> None:
     """Signals recorded before that this run found grown (a confluence composite a later
     source joined): the stored row takes the new version; nothing is published again."""
-    from signalgen.publishing.recorder import refresh_recorded
+    from signalgen.bus.recorder import refresh_recorded
 
     for signal in refresh_recorded(session, seen, spec.generator.supersedes):
         log_event(

@@ -64,7 +64,7 @@ _OFF = ("0", "false", "no", "off")
 
 
 def default_database_url() -> str:
-    return f"sqlite:///{PROJECT_ROOT / '.signalgen' / 'signalgen.db'}"
+    return f"sqlite:///{PROJECT_ROOT / '.signalgen' / 'signalgen.storage'}"
 
 
 def _doc(*, default: str | None = None, main: bool = False) -> dict[str, Any]:
@@ -100,7 +100,7 @@ class Settings(BaseSettings):
         default_factory=default_database_url,
         validation_alias="DATABASE_URL",
         description="SQLAlchemy URL, `postgresql://…`",
-        json_schema_extra=_doc(main=True, default="SQLite file `.signalgen/signalgen.db`"),
+        json_schema_extra=_doc(main=True, default="SQLite file `.signalgen/signalgen.storage`"),
     )
     redis_url: str | None = Field(
         default=None,

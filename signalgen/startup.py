@@ -32,8 +32,8 @@ def ensure_schema_main() -> None:
     """`python -c 'from signalgen.startup import ensure_schema_main; ensure_schema_main()'`:
     create or migrate the schema; a failure is one line on stderr and exit code 1 or 2."""
     try:
-        from signalgen.db import get_database
-        from signalgen.db.engine import ensure_schema
+        from signalgen.storage import get_database
+        from signalgen.storage.engine import ensure_schema
 
         ensure_schema(get_database())
     except Exception as exc:

@@ -11,7 +11,7 @@ from typing import Any
 
 from celery import Celery, signals
 
-from signalgen import kombu_compat
+from signalgen.bus import kombu_compat
 
 kombu_compat.install()  # before any broker connection: guards against upstream bugs (see there)
 

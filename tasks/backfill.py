@@ -263,7 +263,7 @@ def await_backfills(resources: Resources, name: str) -> list[str]:
 def _backfill_at_start(sender: Any = None, **_: Any) -> None:
     """A worker consuming `generate`: the start-up backfill, in the background (the database or
     Redis being slow must not hold the consumer)."""
-    from tasks.topology import GENERATE_QUEUE
+    from signalgen.bus.topology import GENERATE_QUEUE
 
     consumed = getattr(getattr(sender, "app", app).amqp.queues, "consume_from", None) or {}
     if GENERATE_QUEUE not in consumed:
@@ -273,9 +273,9 @@ def _backfill_at_start(sender: Any = None, **_: Any) -> None:
 
 def _start_backfills() -> None:
     from signalgen.config import enabled_generators
-    from signalgen.db.engine import Database
     from signalgen.marketdata.store import BarStore
     from signalgen.settings import get_settings
+    from signalgen.storage.engine import Database
 
     database = client = None
     try:

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from dispatcher.runtime import DispatcherResources
-    from signalgen.ops.config import OperationsConfig
+    from signalgen.config.operations import OperationsConfig
     from signalgen.runtime import Resources
     from signalgen.settings import Settings
 
@@ -66,7 +66,7 @@ class WorkerContext:
     @property
     def operations(self) -> OperationsConfig:
         if self._operations is None:
-            from signalgen.ops.config import get_operations_config
+            from signalgen.config.operations import get_operations_config
 
             self._operations = get_operations_config()
         return self._operations
@@ -100,9 +100,9 @@ class WorkerContext:
         import dispatcher.fanout
         import dispatcher.intake
         import dispatcher.service
+        from signalgen.bus.topology import PIPELINES_QUEUE
         from signalgen.ops.ratelimit import check_execution
         from tasks import app
-        from tasks.topology import PIPELINES_QUEUE
 
         resources = self.dispatcher
         with resources.db.engine.connect() as connection:

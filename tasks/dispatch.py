@@ -24,16 +24,16 @@ from kombu import Consumer, Message
 from kombu.serialization import dumps
 from kombu.utils.uuid import uuid
 
-from signalgen.logs import log_event
-from tasks import app
-from tasks.middleware import OUTAGES, PolicyTask, bus_task
-from tasks.topology import (
+from signalgen.bus.topology import (
     DISPATCH_INTAKE_QUEUE,
     DISPATCH_QUEUE,
     GENERATE_QUEUE,
     PIPELINES_QUEUE,
     SIGNAL_EXCHANGE,
 )
+from signalgen.logs import log_event
+from tasks import app
+from tasks.middleware import OUTAGES, PolicyTask, bus_task
 
 logger = logging.getLogger("tasks.dispatch")
 

@@ -228,8 +228,8 @@ def rate_gate(task: PolicyTask, args: tuple[Any, ...], kwargs: dict[str, Any]) -
     limits = ctx.operations.rate_limits
     if not limits.enabled:
         return None  # no limits configured: no query, no Redis round trip
+    from signalgen.bus.topology import PIPELINES_QUEUE
     from signalgen.ops.ratelimit import check_execution
-    from tasks.topology import PIPELINES_QUEUE
 
     execution_id = args[0] if args else kwargs["execution_id"]
     verdict = check_execution(ctx.dispatcher.db, ctx.redis, limits, int(execution_id))
@@ -301,8 +301,8 @@ def dead_letter_failed_task(
         _log_retry_not_sent(str(name), task_id, exception)  # type: ignore[arg-type]
         return
     try:
-        from signalgen.db import get_database
         from signalgen.ops.dlq import dead_letter_task_failure
+        from signalgen.storage import get_database
 
         retries = int(getattr(getattr(task, "request", None), "retries", 0) or 0)
         dead_letter_task_failure(

@@ -27,7 +27,7 @@ MAX_KEPT_BODY = 64 * 1024
 
 
 def _headers(message: Any) -> dict[str, Any]:
-    from signalgen.publishing.envelope import json_safe as _json_safe
+    from signalgen.bus.envelope import json_safe as _json_safe
 
     headers = getattr(message, "headers", None) or {}
     # argsrepr/kwargsrepr are whatever the sender wrote: keep the names, not the values.
@@ -41,8 +41,8 @@ def record_refused(message: Any, reason: str) -> None:
         body = getattr(message, "body", b"") or b""
         raw = body.encode("utf-8", "replace") if isinstance(body, str) else bytes(body)
         content_type = getattr(message, "content_type", None)
-        from signalgen.db import get_database
         from signalgen.ops.dlq import add_dead_letter
+        from signalgen.storage import get_database
 
         with get_database().session() as session:
             add_dead_letter(

@@ -9,14 +9,14 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from signalgen.bus.topology import DISPATCH_QUEUE
 from tasks import app
 from tasks.dispatch import _enqueue_executions, dispatch
 from tasks.middleware import OUTAGES, PolicyTask, bus_task
-from tasks.topology import DISPATCH_QUEUE
 
 if TYPE_CHECKING:
     from dispatcher.repair import RepairResult
-    from signalgen.publishing import PublishOutcome
+    from signalgen.bus import PublishOutcome
     from signalgen.runtime import Resources
 
 
@@ -41,7 +41,7 @@ def repair(self: PolicyTask) -> dict[str, Any]:
 
 
 def _publish_outbox(generation: Resources, *, older_than: timedelta) -> PublishOutcome:
-    from signalgen.publishing import publish_pending
+    from signalgen.bus import publish_pending
 
     return publish_pending(generation.database, generation.publisher, older_than=older_than)
 

@@ -188,8 +188,8 @@ def periodic_entry(
 def build_beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
     """Beat's schedule as data: `generate:<name>` per enabled generator, the outbox sweep and
     the periodic-pipeline firing. Raises ConfigError (file and field) on bad configuration."""
+    from signalgen.bus.topology import GENERATE_QUEUE, PIPELINES_QUEUE, SIGNALS_QUEUE
     from signalgen.config import enabled_generators
-    from tasks.topology import GENERATE_QUEUE, PIPELINES_QUEUE, SIGNALS_QUEUE
 
     schedule = {
         f"generate:{name}": periodic_entry(

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from generators.base import Tick
-from signalgen.publishing import publish_pending
+from signalgen.bus import publish_pending
 from signalgen.runtime import run_generator
 from tasks.backfill import await_backfills, request_backfills
 from tasks.middleware import PolicyTask, bus_task

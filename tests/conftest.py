@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from signalgen.db import Database
-from signalgen.db.base import Base
+from signalgen.storage import Database
+from signalgen.storage.base import Base
 from tests.support.services import postgres_database, redis_database
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
@@ -46,7 +46,7 @@ def require_integration_marker(request: pytest.FixtureRequest, service: str) -> 
 
 
 def create_schema(database: Database) -> None:
-    import signalgen.db.models  # noqa: F401  (registers tables)
+    import signalgen.storage.models  # noqa: F401  (registers tables)
 
     Base.metadata.create_all(database.engine)
 

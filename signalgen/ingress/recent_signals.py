@@ -10,8 +10,8 @@ from pydantic import ValidationError
 from sqlalchemy import select
 
 from schemas.signal import Signal, SignalType
-from signalgen.db.models import SignalRecord
 from signalgen.logs import log_event
+from signalgen.storage.models import SignalRecord
 
 logger = logging.getLogger("signalgen.ingress.signals")
 

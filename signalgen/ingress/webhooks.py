@@ -1,5 +1,5 @@
 """Webhook ingress without the web framework: authentication, identity, signal building,
-record-and-publish. `signalgen.http.ingress` is the thin FastAPI router around it.
+record-and-publish. `signalgen.interfaces.http.ingress` is the thin FastAPI router around it.
 
 Identity: an alert's signal id derives from the source and the alert's own id when it gives one
 (`alert_id` / `event_id`), else from a SHA-256 of its validated content without the secret
@@ -28,9 +28,9 @@ from schemas.external import (
     WebhookSourceConfig,
 )
 from schemas.signal import Signal, SignalBias, SignalType, stable_signal_id
+from signalgen.bus import publish_recorded, record_signals
 from signalgen.logs import log_event
 from signalgen.marketdata.limiter import Limit, RedisRateLimiter
-from signalgen.publishing import publish_recorded, record_signals
 
 logger = logging.getLogger("signalgen.ingress")
 
@@ -269,7 +269,7 @@ class WebhookIngress:
             record_signals(session, [probe])
             # The outbox's "mark published" update is the request's other first-time compile.
             # (No public hook for it yet; it runs on the probe row and is rolled back.)
-            from signalgen.publishing.outbox import _mark_published
+            from signalgen.bus.outbox import _mark_published
 
             _mark_published(session, probe.signal_id, now)
             session.rollback()

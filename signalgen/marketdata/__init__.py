@@ -10,11 +10,11 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from signalgen.db.engine import Database
     from signalgen.marketdata.finnhub import FinnhubSource
     from signalgen.marketdata.refresh import RefreshReport, refresh_bars
     from signalgen.marketdata.store import BarRow, BarStore
     from signalgen.settings import Settings
+    from signalgen.storage.engine import Database
 
 __all__ = ["BarRow", "BarStore", "RefreshReport", "refresh_bars", "source_from_settings"]
 
@@ -43,10 +43,10 @@ def source_from_settings(settings: Settings, database: Database) -> FinnhubSourc
     generator's budget (config/operations.json). Needs FINNHUB_API_KEY."""
     import redis
 
+    from signalgen.config.operations import get_operations_config
+    from signalgen.marketdata.costs import BudgetGuard
     from signalgen.marketdata.finnhub import FinnhubSource
     from signalgen.marketdata.usage import DatabaseUsage
-    from signalgen.ops.config import get_operations_config
-    from signalgen.ops.costs import BudgetGuard
 
     client = redis.Redis.from_url(settings.effective_redis_url)
     budget = BudgetGuard(client, get_operations_config(), database=database)

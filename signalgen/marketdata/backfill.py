@@ -209,7 +209,7 @@ def _union(old: DateRange | None, new: DateRange) -> DateRange:
 
 def stored_days(store: BarStore, ticker: str, window: DateRange) -> list[date]:
     """The days `store` holds for `ticker` within `window`."""
-    from signalgen.db.models import Bar
+    from signalgen.storage.models import Bar
 
     query = select(Bar.day).where(
         Bar.ticker == ticker, Bar.day >= window.start, Bar.day <= window.end
@@ -220,7 +220,7 @@ def stored_days(store: BarStore, ticker: str, window: DateRange) -> list[date]:
 
 def bar_counts(store: BarStore, tickers: Sequence[str]) -> dict[str, int]:
     """Bars held per ticker (0 for a ticker without any), in one query."""
-    from signalgen.db.models import Bar
+    from signalgen.storage.models import Bar
 
     if not tickers:
         return {}
@@ -543,7 +543,7 @@ def lookbacks(specs: Any) -> dict[str, int]:
 
 def holds_sample_bars(store: BarStore) -> bool:
     """Whether the store holds any bundled sample bar (`signalgen dev`'s demo history)."""
-    from signalgen.db.models import Bar
+    from signalgen.storage.models import Bar
 
     query = select(Bar.ticker).where(Bar.source == "sample").limit(1)
     with store.database.session() as session:

@@ -141,7 +141,7 @@ def account_id(api_key: str) -> str:
 
 class BudgetCheck(Protocol):
     """Takes one call from a generator's provider budget, or raises a PermanentProviderError
-    (`signalgen.ops.costs.BudgetExhausted`) that pauses the generator's calls."""
+    (`signalgen.marketdata.costs.BudgetExhausted`) that pauses the generator's calls."""
 
     def reserve(self, generator: str, endpoint: str | None = None) -> None: ...
 

@@ -29,10 +29,10 @@ from sqlalchemy import delete, select
 
 from generators.base import Bars, BaseSignalGenerator, Tick
 from schemas.signal import Signal
-from signalgen.db.models import Bar
 from signalgen.marketdata.csv_import import read_bars_csv
 from signalgen.marketdata.store import BarRow, BarStore
 from signalgen.paths import SAMPLE_DATA_DIR
+from signalgen.storage.models import Bar
 
 #: `bars.source` of bundled sample bars.
 SAMPLE_SOURCE = "sample"

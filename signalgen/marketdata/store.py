@@ -24,8 +24,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from generators.base import Bars
-from signalgen.db.engine import Database
-from signalgen.db.models import Bar
+from signalgen.storage.engine import Database
+from signalgen.storage.models import Bar
 
 #: Rows per INSERT statement: 9 parameters a row stays far under SQLite's variable limit.
 DEFAULT_BATCH_SIZE = 500
@@ -58,7 +58,7 @@ def _batches(rows: Sequence[BarRow], size: int) -> Iterator[Sequence[BarRow]]:
 
 
 class BarStore:
-    """Daily bars in SQL (`signalgen.db.models.Bar`), on SQLite and PostgreSQL alike."""
+    """Daily bars in SQL (`signalgen.storage.models.Bar`), on SQLite and PostgreSQL alike."""
 
     def __init__(self, database: Database) -> None:
         self.database = database

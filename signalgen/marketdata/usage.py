@@ -13,8 +13,8 @@ from typing import Any, Protocol
 from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from signalgen.db.engine import Database
-from signalgen.db.models import ProviderCall
+from signalgen.storage.engine import Database
+from signalgen.storage.models import ProviderCall
 
 
 class UsageRecorder(Protocol):

@@ -33,12 +33,12 @@ from typing import Any
 
 from sqlalchemy import Text, case, cast, func, literal_column, select
 
-from signalgen.db import Database
-from signalgen.db.models import Bar, DeadLetter, Execution, Pipeline, SignalRecord
+from signalgen.config.operations import OperationsConfig
+from signalgen.marketdata.costs import budget_status, cost_by_period
 from signalgen.ops.broker import DEFAULT_QUEUES, queue_depths
-from signalgen.ops.config import OperationsConfig
-from signalgen.ops.costs import budget_status, cost_by_period
 from signalgen.ops.dlq import reason_kind
+from signalgen.storage import Database
+from signalgen.storage.models import Bar, DeadLetter, Execution, Pipeline, SignalRecord
 
 #: Most (signal, ticker) pairs scored per request; newest first.
 MAX_SCORED = 20000

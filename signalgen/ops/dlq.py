@@ -33,9 +33,9 @@ from typing import Any
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
-from signalgen.db import Database
-from signalgen.db.models import DeadLetter, Execution, SignalRecord
 from signalgen.logs import log_event, redact
+from signalgen.storage import Database
+from signalgen.storage.models import DeadLetter, Execution, SignalRecord
 
 logger = logging.getLogger("signalgen.ops.dlq")
 
@@ -345,7 +345,7 @@ def _send_back(db: Database, row: DeadLetter, senders: Senders) -> None:
         )
         return
     # dispatch (and any other intake stage): the raw body again, through validation.
-    from signalgen.publishing.envelope import make_envelope
+    from signalgen.bus.envelope import make_envelope
 
     envelope = make_envelope(
         bytes(row.body), content_type=row.content_type, headers=dict(row.headers or {})

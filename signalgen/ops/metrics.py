@@ -36,13 +36,13 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 from sqlalchemy import case, func, select
 
-from signalgen.db import Database
-from signalgen.db.models import Execution, ProviderCall, SignalRecord
+from signalgen.config.operations import OperationsConfig
 from signalgen.logs import log_event
 from signalgen.ops.broker import DEFAULT_QUEUES, queue_depths
-from signalgen.ops.config import OperationsConfig
 from signalgen.ops.dlq import counts_by
 from signalgen.ops.ratelimit import DEFERRED_COUNTER, LIMITED_COUNTER
+from signalgen.storage import Database
+from signalgen.storage.models import Execution, ProviderCall, SignalRecord
 
 logger = logging.getLogger("signalgen.ops.metrics")
 

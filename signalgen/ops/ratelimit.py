@@ -29,11 +29,11 @@ from typing import Any, Literal
 
 from sqlalchemy import bindparam, select, update
 
-from signalgen.db import Database
-from signalgen.db.models import Execution, Pipeline
+from signalgen.config.operations import OwnerLimit, RateLimits
 from signalgen.logs import log_event
 from signalgen.marketdata.limiter import Limit, RedisRateLimiter
-from signalgen.ops.config import OwnerLimit, RateLimits
+from signalgen.storage import Database
+from signalgen.storage.models import Execution, Pipeline
 
 logger = logging.getLogger("signalgen.ops.ratelimit")
 

@@ -23,12 +23,12 @@ import pytest
 from sqlalchemy import event
 
 from schemas.external import WebhooksConfig
-from signalgen.db import Database
-from signalgen.http.app import create_app
-from signalgen.http.auth import revoke_key
+from signalgen.bus import KombuPublisher
 from signalgen.ingress.webhooks import sign
-from signalgen.publishing import KombuPublisher
+from signalgen.interfaces.http.app import create_app
+from signalgen.interfaces.http.auth import revoke_key
 from signalgen.settings import ApiSettings
+from signalgen.storage import Database
 from tests.integration.test_http_api import add_users
 from tests.support.api_server import running_server
 
@@ -179,7 +179,7 @@ def test_a_revoked_key_loses_its_pass_and_the_window_ends(serve: Any) -> None:
     with service.client("127.0.0.6", alice_key) as alice:
         assert alice.get("/api/v1/pipelines").status_code == 200
     with service.db.session() as session:
-        from signalgen.db.models import ApiKey
+        from signalgen.storage.models import ApiKey
 
         row = session.query(ApiKey).filter(ApiKey.prefix == alice_key[:10]).one()
         revoke_key(session, row.id)

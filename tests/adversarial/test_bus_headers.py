@@ -26,10 +26,10 @@ from kombu import Connection
 from sqlalchemy import select
 
 from schemas.signal import Signal
-from signalgen.db import Database
-from signalgen.db.models import Execution, Replay, ReplayGeneration, SignalRecord
-from signalgen.publishing import KombuPublisher
-from tasks.topology import DISPATCH_INTAKE_QUEUE, SIGNAL_EXCHANGE
+from signalgen.bus import KombuPublisher
+from signalgen.bus.topology import DISPATCH_INTAKE_QUEUE, SIGNAL_EXCHANGE
+from signalgen.storage import Database
+from signalgen.storage.models import Execution, Replay, ReplayGeneration, SignalRecord
 from tests.integration.ops_support import (
     add_pipelines,
     ops_env,

@@ -28,9 +28,9 @@ import pytest
 from kombu import Connection
 
 from dispatcher.egress import DELIVERY_REFUSED
-from signalgen.db import Database
-from signalgen.http.app import create_app
-from tasks.topology import DISPATCH_INTAKE_QUEUE, SIGNAL_EXCHANGE
+from signalgen.bus.topology import DISPATCH_INTAKE_QUEUE, SIGNAL_EXCHANGE
+from signalgen.interfaces.http.app import create_app
+from signalgen.storage import Database
 from tests.integration.test_http_api import add_users, make_signal
 from tests.support.api_server import running_server
 from tests.support.processes import CeleryProcess, service_env, start_worker
@@ -92,7 +92,7 @@ class Receiver:
 def policy(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Any]:
     """policy(networks) sets this process's WEBHOOK_ALLOW_NETWORKS (the API runs in it); an
     operations.json allowing one Celery target is in place for the whole test."""
-    from signalgen.ops.config import get_operations_config
+    from signalgen.config.operations import get_operations_config
     from signalgen.settings import get_settings
 
     operations = tmp_path / "operations.json"

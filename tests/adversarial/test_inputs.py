@@ -27,13 +27,13 @@ import httpx
 import pytest
 
 from schemas.external import WebhooksConfig
-from signalgen.db import Database
-from signalgen.db.models import Bar, Execution, SignalRecord
-from signalgen.http.app import create_app
-from signalgen.http.queries import encode_cursor
+from signalgen.bus import KombuPublisher
 from signalgen.ingress.webhooks import sign
-from signalgen.publishing import KombuPublisher
+from signalgen.interfaces.http.app import create_app
+from signalgen.interfaces.http.queries import encode_cursor
 from signalgen.settings import ApiSettings
+from signalgen.storage import Database
+from signalgen.storage.models import Bar, Execution, SignalRecord
 from tests.integration.test_http_api import add_users, make_signal, store_signals
 from tests.support.api_server import running_server
 

@@ -26,9 +26,9 @@ from dispatcher import store
 from dispatcher.admission import Refused
 from schemas.pipeline import PipelineSpec
 from schemas.signal import Signal, SignalType
-from signalgen.db import Database
-from signalgen.http.app import create_app
-from signalgen.ops.config import Quotas, get_operations_config
+from signalgen.config.operations import Quotas, get_operations_config
+from signalgen.interfaces.http.app import create_app
+from signalgen.storage import Database
 from tests.integration.test_http_api import add_users
 from tests.support.api_server import running_server
 

@@ -27,9 +27,9 @@ import httpx
 import pytest
 from sqlalchemy import select, text
 
-from signalgen.db import Database
-from signalgen.db.models import DeadLetter, Execution
-from signalgen.http.app import create_app
+from signalgen.interfaces.http.app import create_app
+from signalgen.storage import Database
+from signalgen.storage.models import DeadLetter, Execution
 from tests.integration.test_http_api import add_users, make_signal
 from tests.integration.test_http_api_dispatch import publish
 from tests.support.api_server import running_server

@@ -43,10 +43,10 @@ from sqlalchemy.exc import SQLAlchemyError
 from dispatcher.store import import_specs
 from schemas.pipeline import PipelineSpec
 from schemas.signal import Bias, Signal, SignalBias, SignalType, stable_signal_id
-from signalgen.db import Database
-from signalgen.db.models import DeadLetter, Execution, SignalRecord
-from signalgen.publishing import KombuPublisher, publish_recorded, record_signals
-from tasks.topology import DISPATCH_INTAKE_QUEUE, SIGNAL_EXCHANGE
+from signalgen.bus import KombuPublisher, publish_recorded, record_signals
+from signalgen.bus.topology import DISPATCH_INTAKE_QUEUE, SIGNAL_EXCHANGE
+from signalgen.storage import Database
+from signalgen.storage.models import DeadLetter, Execution, SignalRecord
 from tests.support.processes import CeleryProcess, service_env, start_beat, start_worker
 
 TICKERS = [f"F{i:03d}" for i in range(250)]

@@ -33,8 +33,8 @@ import pytest
 from kombu import Connection
 from sqlalchemy import func, select
 
-from signalgen.db import Database
-from signalgen.db.models import Execution, SignalRecord
+from signalgen.storage import Database
+from signalgen.storage.models import Execution, SignalRecord
 
 pytestmark = [
     pytest.mark.faults,
@@ -191,7 +191,7 @@ def _pipelines(db: Database, redis_url: str) -> list[uuid.UUID]:
 def _publish(db: Database, broker_url: str, step: str) -> list[uuid.UUID]:
     """Record and publish `SIGNALS` signals as the product does (history + outbox)."""
     from schemas.signal import Bias, Signal, SignalBias, SignalType, stable_signal_id
-    from signalgen.publishing import KombuPublisher, publish_recorded, record_signals
+    from signalgen.bus import KombuPublisher, publish_recorded, record_signals
 
     now = datetime.now(UTC)
     signals = [
@@ -224,7 +224,7 @@ def _publish(db: Database, broker_url: str, step: str) -> list[uuid.UUID]:
 def _restore_unacked(broker_url: str) -> None:
     """What Redis does for a dead worker once the visibility timeout passes (an hour in
     celeryconfig): its unacked messages go back to their queues. Done now."""
-    from tasks.topology import SIGNAL_EXCHANGE
+    from signalgen.bus.topology import SIGNAL_EXCHANGE
 
     with Connection(broker_url, transport_options={"visibility_timeout": 0}) as connection:
         channel = connection.default_channel

@@ -29,8 +29,8 @@ from typing import Any
 import pytest
 from sqlalchemy import select, update
 
-from signalgen.db import Database
-from signalgen.db.models import Execution, Pipeline, SignalRecord
+from signalgen.storage import Database
+from signalgen.storage.models import Execution, Pipeline, SignalRecord
 from tests.conftest import create_schema
 from tests.faults import harness
 from tests.faults.harness import LoadGenerator, OwnRedis, Stack

@@ -17,9 +17,9 @@ from sqlalchemy import func, select
 from dispatcher.store import import_specs
 from schemas.pipeline import PipelineSpec
 from schemas.signal import Signal
-from signalgen.db import Database
-from signalgen.db.models import Execution
-from tasks.topology import DISPATCH_INTAKE_QUEUE, SIGNAL_EXCHANGE
+from signalgen.bus.topology import DISPATCH_INTAKE_QUEUE, SIGNAL_EXCHANGE
+from signalgen.storage import Database
+from signalgen.storage.models import Execution
 from tests.support.processes import PROJECT_ROOT, service_env
 
 WATCHLIST = ["AAPL", "MSFT", "NVDA"]
@@ -136,7 +136,7 @@ def run_cli(
     env: dict[str, str], *args: str, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-c", "from signalgen.cli import run; run()", *args],
+        [sys.executable, "-c", "from signalgen.interfaces.cli import run; run()", *args],
         cwd=PROJECT_ROOT,
         env=env,
         capture_output=True,

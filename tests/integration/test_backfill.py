@@ -18,15 +18,15 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import select
 
+from bench.fakes.fake_finnhub import FakeFinnhub
+from bench.fakes.fake_history import FakeHistory
 from generators.base import Tick
-from signalgen.db import Database
-from signalgen.db.models import SignalRecord
 from signalgen.marketdata.calendar import MarketCalendar, market_calendar
 from signalgen.marketdata.csv_import import read_bars_csv
 from signalgen.marketdata.store import BarRow, BarStore
 from signalgen.settings import get_settings
-from tests.support.fake_finnhub import FakeFinnhub
-from tests.support.fake_history import FakeHistory
+from signalgen.storage import Database
+from signalgen.storage.models import SignalRecord
 from tests.support.market import MARKET_DIR, reference_crosses
 from tests.support.processes import CeleryProcess, service_env, start_worker
 from tests.support.wait import wait_until
@@ -138,10 +138,10 @@ def test_a_free_plan_backfills_six_tickers_and_the_golden_cross_fires_on_the_fir
     redis_url: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from signalgen.cli import main
+    from signalgen.bus import KombuPublisher
     from signalgen.config import enabled_generators
+    from signalgen.interfaces.cli import main
     from signalgen.marketdata import source_from_settings
-    from signalgen.publishing import KombuPublisher
     from signalgen.runtime import build_resources, run_generator
 
     finnhub, history = servers

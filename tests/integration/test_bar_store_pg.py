@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from signalgen.db import Database
 from signalgen.marketdata.store import BarStore
+from signalgen.storage import Database
 from tests.unit.test_bar_store import (  # noqa: F401  (collected here, on PostgreSQL)
     statements,
     test_load_bars_aligns_last_n_of_each_ticker_on_one_axis,

@@ -91,12 +91,12 @@ def test_dev_runs_offline_and_stops_cleanly(tmp_path: Path) -> None:
     env["PYTHONUNBUFFERED"] = "1"
     # A fresh checkout's database: the default file lives in the checkout and is shared by every
     # run of the day, where the sample crosses are already recorded (the same event, not new).
-    env["DATABASE_URL"] = f"sqlite:///{tmp_path / 'signalgen.db'}"
+    env["DATABASE_URL"] = f"sqlite:///{tmp_path / 'signalgen.storage'}"
     log_path = tmp_path / "dev.log"
     with log_path.open("wb") as log:
         # Run from an empty directory: no .env, nothing configured, as in a fresh checkout.
         proc = subprocess.Popen(
-            [sys.executable, "-c", "from signalgen.cli import run; run()", "dev"],
+            [sys.executable, "-c", "from signalgen.interfaces.cli import run; run()", "dev"],
             cwd=tmp_path,
             env=env,
             stdout=log,

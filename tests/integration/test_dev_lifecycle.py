@@ -53,7 +53,7 @@ def dev(tmp_path: Path) -> Iterator[DevRun]:
     log = tmp_path / "dev.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-c", "from signalgen.cli import run; run()", "dev"],
+            [sys.executable, "-c", "from signalgen.interfaces.cli import run; run()", "dev"],
             cwd=tmp_path,
             env=env,
             stdout=out,

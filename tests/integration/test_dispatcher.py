@@ -26,9 +26,9 @@ from sqlalchemy import func, select
 from dispatcher.store import import_specs
 from schemas.pipeline import PipelineSpec
 from schemas.signal import Signal
-from signalgen.db import Database
-from signalgen.db.models import DeadLetter, Execution, SignalRecord
-from tasks.topology import DISPATCH_INTAKE_QUEUE, SIGNAL_EXCHANGE
+from signalgen.bus.topology import DISPATCH_INTAKE_QUEUE, SIGNAL_EXCHANGE
+from signalgen.storage import Database
+from signalgen.storage.models import DeadLetter, Execution, SignalRecord
 from tests.support.processes import CeleryProcess, service_env, start_worker
 from tests.support.wait import wait_until
 
@@ -232,8 +232,8 @@ def publish_recorded_signals(db: Database, broker_url: str, signals: list[dict[s
     hundred microseconds); the repair sweep re-dispatches a published, never-dispatched signal
     from its row. A signal another service put on the exchange unrecorded has no such row.
     """
-    from signalgen.publishing import publish_recorded, record_signals
-    from signalgen.publishing.publisher import KombuPublisher
+    from signalgen.bus import publish_recorded, record_signals
+    from signalgen.bus.publisher import KombuPublisher
 
     models = [Signal.model_validate(data) for data in signals]
     with db.session() as session:
@@ -500,7 +500,7 @@ def test_signals_the_broker_lost_are_repaired_from_their_rows(
     2025): the sweep's horizon counts from recording, so they are not mistaken for history
     (the cause of this suite's intermittent SIGKILL failure: the one lost signal was never
     re-sent)."""
-    from signalgen.publishing import record_signals
+    from signalgen.bus import record_signals
 
     rng = random.Random(11)
     pipelines = random_pipelines(rng, 300)
@@ -545,7 +545,7 @@ def test_two_concurrent_periodic_ticks_claim_a_slot_once(
     with pg_db.session() as session:
         from sqlalchemy import update
 
-        from signalgen.db.models import Pipeline
+        from signalgen.storage.models import Pipeline
 
         session.execute(update(Pipeline).values(created_at=created))
     for _ in range(6):

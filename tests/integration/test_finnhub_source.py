@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from signalgen.db import Database
+from bench.fakes.fake_finnhub import FakeFinnhub, candles_from_rows
 from signalgen.logs import JsonFormatter
 from signalgen.marketdata.breaker import CircuitBreaker
 from signalgen.marketdata.csv_import import read_bars_csv
@@ -35,8 +35,8 @@ from signalgen.marketdata.refresh import refresh_bars
 from signalgen.marketdata.retry import RetryPolicy
 from signalgen.marketdata.store import BarStore
 from signalgen.marketdata.usage import DatabaseUsage, UsageTotal, usage_totals
+from signalgen.storage import Database
 from tests.conftest import DATA_DIR
-from tests.support.fake_finnhub import FakeFinnhub, candles_from_rows
 
 pytestmark = pytest.mark.integration
 

@@ -1,7 +1,8 @@
 """Generation never delays dispatch: with the market-data provider hanging, a webhook alert still
 reaches its pipeline in under a second.
 
-Real services and the production topology (tasks/topology.py, the same queue lists as the README,
+Real services and the production topology (signalgen/bus/topology.py, the same queue lists as the
+README,
 docker-compose and `signalgen dev`): a generation worker (`-Q generate`) and a delivery worker
 (`-Q celery,signals,dispatch,pipelines`), Redis, PostgreSQL, the HTTP ingress under uvicorn, and a
 local server answering as Finnhub does, in its "slow" mode (every request hangs). Generation is
@@ -25,19 +26,19 @@ import pytest
 from celery import Celery
 from sqlalchemy import select
 
+from bench.fakes.fake_finnhub import FakeFinnhub
 from dispatcher.store import import_specs
 from schemas.external import WebhooksConfig
 from schemas.pipeline import PipelineSpec
-from signalgen.db import Database
-from signalgen.db.models import Execution
-from signalgen.publishing import KombuPublisher
-from tasks.topology import (
+from signalgen.bus import KombuPublisher
+from signalgen.bus.topology import (
     DELIVERY_WORKER_QUEUES,
     GENERATE_QUEUE,
     GENERATION_WORKER_QUEUES,
 )
+from signalgen.storage import Database
+from signalgen.storage.models import Execution
 from tests.support.api_server import running_server
-from tests.support.fake_finnhub import FakeFinnhub
 from tests.support.processes import CeleryProcess, service_env, start_worker
 from tests.support.wait import wait_until
 
@@ -168,7 +169,7 @@ def test_alerts_reach_pipelines_within_a_second_while_the_provider_hangs(
     finnhub: FakeFinnhub,
     workers: dict[str, CeleryProcess],
 ) -> None:
-    from signalgen.http.app import create_app
+    from signalgen.interfaces.http.app import create_app
 
     import_specs(
         pg_db,

@@ -24,13 +24,13 @@ from sqlalchemy import func, select
 
 from dispatcher.store import PIPELINES_VERSION_KEY, row_to_spec
 from schemas.signal import Signal
-from signalgen.db import Database
-from signalgen.db.models import Execution, Pipeline
-from signalgen.http.app import create_app
-from signalgen.http.auth import add_user, create_key, revoke_key
-from signalgen.ops.config import OperationsConfig, Quotas
-from signalgen.publishing.recorder import record_signals
+from signalgen.bus.recorder import record_signals
+from signalgen.config.operations import OperationsConfig, Quotas
+from signalgen.interfaces.http.app import create_app
+from signalgen.interfaces.http.auth import add_user, create_key, revoke_key
 from signalgen.settings import ApiSettings
+from signalgen.storage import Database
+from signalgen.storage.models import Execution, Pipeline
 from tests.support.api_server import running_server
 from tests.support.wait import wait_until
 
@@ -359,7 +359,7 @@ def test_revoked_key_is_refused_at_once_without_the_key_cache(serve: Any, pg_db:
 
 
 def test_body_over_limit_is_413_by_header_and_by_stream(api: Api) -> None:
-    from signalgen.http.api import MAX_BODY_BYTES
+    from signalgen.interfaces.http.api import MAX_BODY_BYTES
 
     big = b'{"name": "' + b"x" * (MAX_BODY_BYTES + 10) + b'"}'
     with api.client("alice") as alice:
@@ -598,7 +598,7 @@ def test_signal_filters_and_detail(api: Api) -> None:
 def test_openapi_served_matches_docs(api: Api) -> None:
     import json
 
-    from signalgen.cli.http import OPENAPI_PATH
+    from signalgen.interfaces.cli.http import OPENAPI_PATH
 
     with httpx.Client(base_url=api.url) as client:
         served = client.get("/openapi.json").json()

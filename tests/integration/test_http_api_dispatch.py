@@ -22,10 +22,10 @@ import pytest
 from kombu import Connection
 
 from schemas.signal import Signal
-from signalgen.db import Database
-from signalgen.db.models import SignalRecord
-from signalgen.http.app import create_app
-from tasks.topology import DISPATCH_INTAKE_QUEUE, SIGNAL_EXCHANGE
+from signalgen.bus.topology import DISPATCH_INTAKE_QUEUE, SIGNAL_EXCHANGE
+from signalgen.interfaces.http.app import create_app
+from signalgen.storage import Database
+from signalgen.storage.models import SignalRecord
 from tests.integration.test_http_api import add_users, make_signal
 from tests.support.api_server import running_server
 from tests.support.processes import CeleryProcess, service_env, start_worker

@@ -19,12 +19,12 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, example, given, settings
 
-from signalgen.db import Database
-from signalgen.db.models import Execution
-from signalgen.http.app import create_app
-from signalgen.http.auth import add_user, create_key
-from signalgen.ops.config import OperationsConfig, Quotas
+from signalgen.config.operations import OperationsConfig, Quotas
+from signalgen.interfaces.http.app import create_app
+from signalgen.interfaces.http.auth import add_user, create_key
 from signalgen.settings import ApiSettings
+from signalgen.storage import Database
+from signalgen.storage.models import Execution
 from tests.integration.test_http_api import make_signal, store_signals
 from tests.support.api_server import running_server
 
@@ -119,8 +119,8 @@ def hostile_service(
     pg_db: Database, redis_url: str, redis_client: Any
 ) -> Iterator[tuple[str, str]]:
     from schemas.external import WebhooksConfig
-    from signalgen.ops.config import OperationsConfig, Quotas
-    from signalgen.publishing import KombuPublisher
+    from signalgen.bus import KombuPublisher
+    from signalgen.config.operations import OperationsConfig, Quotas
 
     with pg_db.session() as session:
         add_user(session, "hostile")

@@ -1,4 +1,4 @@
-"""signalgen.kombu_compat: a worker survives its Redis broker dying mid-poll.
+"""signalgen.bus.kombu_compat: a worker survives its Redis broker dying mid-poll.
 
 The sequence is celery 5.7's consumer on a lost connection, on a real redis-server that is
 SIGKILLed while the channel has a BRPOP in flight and one message delivered but not acked.
@@ -15,7 +15,7 @@ import pytest
 from kombu import Connection, Exchange, Message, Queue
 from kombu.common import ignore_errors
 
-from signalgen import kombu_compat
+from signalgen.bus import kombu_compat
 from tests.faults.harness import OwnRedis
 
 pytestmark = pytest.mark.integration

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
+from bench.fakes.fake_finnhub import FakeFinnhub
 from signalgen.marketdata.errors import RateLimitedError
 from signalgen.marketdata.finnhub import FinnhubSource
 from signalgen.marketdata.limiter import Limit, RedisRateLimiter
-from tests.support.fake_finnhub import FakeFinnhub
 
 pytestmark = pytest.mark.integration
 

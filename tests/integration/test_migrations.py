@@ -9,9 +9,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from click.testing import CliRunner
 
-import signalgen.db.models  # noqa: F401  (registers every table)
-from signalgen.db import Database, migrate
-from signalgen.db.base import Base
+import signalgen.storage.models  # noqa: F401  (registers every table)
+from signalgen.storage import Database, migrate
+from signalgen.storage.base import Base
 from tests.support.services import postgres_database
 
 
@@ -39,7 +39,7 @@ def test_a_create_all_database_is_stamped_when_it_matches(tmp_path: Path) -> Non
 def test_an_unversioned_database_that_differs_is_refused(tmp_path: Path) -> None:
     from sqlalchemy import text
 
-    from signalgen.db.engine import SchemaMismatch
+    from signalgen.storage.engine import SchemaMismatch
 
     database = Database(f"sqlite:///{tmp_path / 'odd.db'}")
     try:
@@ -73,7 +73,7 @@ def test_upgrade_builds_a_fresh_sqlite_database_matching_the_models(tmp_path: Pa
 
 
 def test_db_upgrade_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from signalgen.cli import main
+    from signalgen.interfaces.cli import main
     from signalgen.settings import get_settings
 
     monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'cli.db'}")

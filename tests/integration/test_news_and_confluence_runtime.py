@@ -14,22 +14,22 @@ import pytest
 from kombu import Connection, Queue
 from sqlalchemy import func, select
 
+from bench.fakes.fake_finnhub import FakeFinnhub
 from generators.base import Tick
 from generators.confluence import ConfluenceConfig, ConfluenceGenerator
 from generators.news import NewsConfig, NewsSignalGenerator
 from schemas.config import GeneratorEntry
 from schemas.signal import Bias, Signal, SignalBias, SignalType, stable_signal_id
+from signalgen.bus import KombuPublisher, publish_recorded, record_signals
+from signalgen.bus.topology import SIGNAL_EXCHANGE
 from signalgen.config import GeneratorSpec
-from signalgen.db import Database
-from signalgen.db.models import SignalRecord
 from signalgen.marketdata.finnhub import COMPANY_NEWS, FinnhubSource
 from signalgen.marketdata.limiter import Limit, RedisRateLimiter
 from signalgen.marketdata.usage import DatabaseUsage, usage_totals
-from signalgen.publishing import KombuPublisher, publish_recorded, record_signals
 from signalgen.runtime import build_resources, run_generator
 from signalgen.settings import Settings
-from tasks.topology import SIGNAL_EXCHANGE
-from tests.support.fake_finnhub import FakeFinnhub
+from signalgen.storage import Database
+from signalgen.storage.models import SignalRecord
 
 pytestmark = pytest.mark.integration
 

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from signalgen.db import Database
-from signalgen.db.models import DeadLetter, Execution, SignalRecord
+from signalgen.storage import Database
+from signalgen.storage.models import DeadLetter, Execution, SignalRecord
 from tests.integration.ops_support import (
     add_pipelines,
     ops_env,

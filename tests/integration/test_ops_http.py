@@ -20,24 +20,25 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, select, text, update
 
+from bench.fakes.fake_finnhub import FakeFinnhub
 from dispatcher import claims
 from dispatcher.service import dead_letter
 from generators.backtest import walk_forward
 from generators.death_cross import DeathCrossConfig, DeathCrossSignalGenerator
 from generators.golden_cross import GoldenCrossConfig, GoldenCrossSignalGenerator
-from signalgen.db import Database
-from signalgen.db.models import DeadLetter, Pipeline, SignalRecord
-from signalgen.http.app import create_app
+from signalgen.bus import record_signals
+from signalgen.config.operations import Budget, Budgets, OperationsConfig
+from signalgen.interfaces.http.app import create_app
+from signalgen.marketdata.costs import BudgetExhausted, BudgetGuard
 from signalgen.marketdata.csv_import import load_sample_bars
 from signalgen.marketdata.errors import MarketDataError
 from signalgen.marketdata.finnhub import FinnhubSource
 from signalgen.marketdata.limiter import Limit, RedisRateLimiter
 from signalgen.marketdata.store import BarStore
 from signalgen.marketdata.usage import DatabaseUsage, record_call
-from signalgen.ops.config import Budget, Budgets, OperationsConfig
-from signalgen.ops.costs import BudgetExhausted, BudgetGuard
 from signalgen.ops.health import record_run
-from signalgen.publishing import record_signals
+from signalgen.storage import Database
+from signalgen.storage.models import DeadLetter, Pipeline, SignalRecord
 from tests.integration.ops_support import (
     add_pipelines,
     ops_env,
@@ -47,7 +48,6 @@ from tests.integration.ops_support import (
     statuses,
 )
 from tests.support.api_server import running_server
-from tests.support.fake_finnhub import FakeFinnhub
 from tests.support.ops import make_signal
 from tests.support.processes import start_worker
 from tests.support.wait import wait_until

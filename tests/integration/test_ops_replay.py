@@ -19,8 +19,8 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from signalgen.db import Database
-from signalgen.db.models import Execution
+from signalgen.storage import Database
+from signalgen.storage.models import Execution
 from tests.integration.ops_support import (
     add_pipelines,
     ops_env,

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy import create_engine, text
 
-from signalgen.db.engine import make_engine, normalize_url
+from signalgen.storage.engine import make_engine, normalize_url
 from tests.support.services import postgres_database
 
 EXTREMES = [datetime(1, 1, 1, tzinfo=UTC), datetime(9999, 12, 31, 23, 59, tzinfo=UTC)]

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
+from bench.fakes.fake_finnhub import FakeFinnhub, candles_from_rows
 from generators.base import Tick
-from signalgen.db import Database
 from signalgen.marketdata.breaker import CircuitBreaker, RedisNoDataCache
 from signalgen.marketdata.calendar import MarketCalendar, market_calendar
 from signalgen.marketdata.finnhub import FinnhubSource, RedisEntitlements
@@ -25,7 +25,7 @@ from signalgen.marketdata.limiter import Limit, RedisRateLimiter
 from signalgen.marketdata.refresh import refresh_bars
 from signalgen.marketdata.retry import RetryPolicy
 from signalgen.marketdata.store import BarRow, BarStore
-from tests.support.fake_finnhub import FakeFinnhub, candles_from_rows
+from signalgen.storage import Database
 
 pytestmark = pytest.mark.integration
 
@@ -335,9 +335,9 @@ def test_a_hanging_provider_cannot_hold_generate_past_its_budget(
     redis_client: Any,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    from signalgen.bus import KombuPublisher
     from signalgen.config import enabled_generators
     from signalgen.marketdata import source_from_settings
-    from signalgen.publishing import KombuPublisher
     from signalgen.runtime import build_resources, run_generator
     from signalgen.settings import Settings
 

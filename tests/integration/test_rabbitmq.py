@@ -24,8 +24,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from signalgen.db import Database
-from signalgen.db.models import SignalRecord
+from signalgen.storage import Database
+from signalgen.storage.models import SignalRecord
 from tests.faults import harness
 from tests.support.wait import wait_until
 

@@ -21,14 +21,14 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from bench.fakes.fake_finnhub import FakeFinnhub
 from dispatcher.store import import_specs
 from schemas.pipeline import PipelineSpec
-from signalgen.db import Database
-from signalgen.db.models import DeadLetter, Execution, SignalRecord
-from signalgen.publishing import KombuPublisher
+from signalgen.bus import KombuPublisher
+from signalgen.storage import Database
+from signalgen.storage.models import DeadLetter, Execution, SignalRecord
 from tests.conftest import create_schema
 from tests.faults import harness
-from tests.support.fake_finnhub import FakeFinnhub
 from tests.support.processes import CeleryProcess, start_beat
 from tests.support.services import postgres_database
 from tests.support.wait import wait_until
@@ -235,7 +235,7 @@ def _metrics(db: Database, redis_url: str) -> str:
     import redis
     from prometheus_client import CollectorRegistry, generate_latest
 
-    from signalgen.ops.config import get_operations_config
+    from signalgen.config.operations import get_operations_config
     from signalgen.ops.metrics import BusCollector
 
     registry = CollectorRegistry(auto_describe=False)
@@ -256,8 +256,8 @@ SECRETISH = ("secret", "token", "signature", "digest", "key_hash", "api_key", "p
 
 def test_secret_checks_use_compare_digest() -> None:
     from dispatcher import executors
-    from signalgen.http import auth
     from signalgen.ingress import webhooks
+    from signalgen.interfaces.http import auth
 
     for function in (webhooks.token_matches, webhooks.signature_matches):
         tree = ast.parse(Path(webhooks.__file__).read_text())
@@ -283,7 +283,7 @@ def test_secret_checks_use_compare_digest() -> None:
 ALLOWED_EQUALITIES = [
     # A SQL WHERE on the indexed SHA-256 of a random 256-bit key; the row found is then checked
     # with hmac.compare_digest (auth.py). Index timing reveals nothing usable about the key.
-    "signalgen/http/auth.py: ApiKey.key_hash == digest",
+    "signalgen/interfaces/http/auth.py: ApiKey.key_hash == digest",
 ]
 
 

@@ -23,12 +23,12 @@ from sqlalchemy import select, update
 from generators import default_registry
 from generators.base import Tick
 from schemas.signal import Signal
-from signalgen.db import Database
-from signalgen.db.models import SignalRecord
-from signalgen.publishing import PUBLISHED_AT_HEADER, KombuPublisher
+from signalgen.bus import PUBLISHED_AT_HEADER, KombuPublisher
+from signalgen.bus.topology import SIGNAL_EXCHANGE
 from signalgen.runtime import build_resources, run_generator
 from signalgen.settings import Settings
-from tasks.topology import SIGNAL_EXCHANGE
+from signalgen.storage import Database
+from signalgen.storage.models import SignalRecord
 from tests.support.processes import (
     PROJECT_ROOT,
     CeleryProcess,
@@ -325,7 +325,7 @@ def test_two_sweepers_on_postgresql_send_each_row_once(pg_db: Database) -> None:
     import threading
 
     from schemas.signal import Bias, SignalBias, SignalType, stable_signal_id
-    from signalgen.publishing import publish_pending, record_signals
+    from signalgen.bus import publish_pending, record_signals
 
     now = datetime.now(UTC)
     signals = [

@@ -16,12 +16,12 @@ from kombu import Connection
 from sqlalchemy import func, select
 
 from schemas.signal import Signal
-from signalgen.db import Database
-from signalgen.db.models import DeadLetter, Execution, SignalRecord
+from signalgen.bus.topology import DISPATCH_INTAKE_QUEUE, SIGNAL_EXCHANGE
 from signalgen.paths import CONFIG_DIR, PROJECT_ROOT
 from signalgen.settings import Settings
+from signalgen.storage import Database
+from signalgen.storage.models import DeadLetter, Execution, SignalRecord
 from tasks.schedules import build_beat_schedule
-from tasks.topology import DISPATCH_INTAKE_QUEUE, SIGNAL_EXCHANGE
 from tests.integration.ops_support import add_pipelines, ops_env, statuses
 from tests.support.processes import CeleryProcess, start_beat, start_worker
 from tests.support.wait import wait_until

@@ -26,10 +26,10 @@ from sqlalchemy import func, select
 
 from schemas.external import WebhooksConfig
 from schemas.signal import Signal
-from signalgen.db import Database
-from signalgen.db.models import SignalRecord
-from signalgen.publishing import KombuPublisher
-from tasks.topology import SIGNAL_EXCHANGE
+from signalgen.bus import KombuPublisher
+from signalgen.bus.topology import SIGNAL_EXCHANGE
+from signalgen.storage import Database
+from signalgen.storage.models import SignalRecord
 from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.integration
@@ -151,7 +151,7 @@ def listener(redis_url: str, redis_client: object) -> Iterator[ExchangeListener]
 
 
 def serve(pg_db: Database, redis_url: str, calls: int = 100_000) -> Service:
-    from signalgen.http.app import create_app
+    from signalgen.interfaces.http.app import create_app
 
     app = create_app(
         database=pg_db,

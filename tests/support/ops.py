@@ -6,9 +6,9 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 from schemas.signal import Bias, Signal, SignalBias, SignalType, stable_signal_id
-from signalgen.db import Database
-from signalgen.db.models import Execution, Pipeline
-from signalgen.publishing import record_signals
+from signalgen.bus import record_signals
+from signalgen.storage import Database
+from signalgen.storage.models import Execution, Pipeline
 
 T0 = datetime(2026, 3, 2, 14, 0, tzinfo=UTC)
 

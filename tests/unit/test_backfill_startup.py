@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from signalgen.db import Database
 from signalgen.marketdata.backfill import backfill_off_reason, lookbacks
 from signalgen.marketdata.store import BarRow, BarStore
 from signalgen.settings import Settings
+from signalgen.storage import Database
 
 
 def spec(tickers: tuple[str, ...], lookback: int, inputs: str = "bars") -> Any:

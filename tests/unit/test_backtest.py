@@ -15,7 +15,7 @@ from generators.base import Tick
 from generators.golden_cross import GoldenCrossConfig, GoldenCrossSignalGenerator
 from generators.mock import MockConfig, MockSignalGenerator
 from schemas.signal import Signal, SignalType, bar_close_time, stable_signal_id
-from signalgen.cli import main
+from signalgen.interfaces.cli import main
 from tests.support.market import (
     MARKET_DIR,
     MARKET_FILES,
@@ -242,7 +242,7 @@ def test_cli_plot_writes_a_png(tmp_path: Path) -> None:
 def test_backtest_refuses_a_generator_that_does_not_read_bars() -> None:
     from click.testing import CliRunner
 
-    from signalgen.cli import main
+    from signalgen.interfaces.cli import main
 
     path = MARKET_DIR / "spy_2008_2017.csv"
     result = CliRunner().invoke(main, ["backtest", "news_sentiment", "--bars", str(path)])

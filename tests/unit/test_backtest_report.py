@@ -37,8 +37,8 @@ from generators.golden_cross import GoldenCrossConfig, GoldenCrossSignalGenerato
 from generators.mock import MockConfig, MockSignalGenerator
 from generators.price_level import PriceLevelConfig, PriceLevelGenerator
 from schemas.signal import Signal
-from signalgen.cli import main
-from signalgen.cli.backtest import read_bars_csv
+from signalgen.interfaces.cli import main
+from signalgen.interfaces.cli.backtest import read_bars_csv
 from tests.support.market import MARKET_DIR, read_closes, reference_crosses
 
 ORCL_CSV = MARKET_DIR / "orcl_1995_2014.csv"
@@ -238,7 +238,7 @@ def assert_markers_tell_the_truth(figure: Any, expected: dict[str, list[int]]) -
     """One collection per bias present, its shape and colour, counts adding up to the signals."""
     from matplotlib.colors import to_rgba
 
-    from signalgen.backtest_report import MIN_MARKER_PX
+    from signalgen.interfaces.backtest_report import MIN_MARKER_PX
 
     found = collections_by_gid(figure)
     price_axes = figure.axes[0]
@@ -272,7 +272,7 @@ def test_price_level_chart_marks_each_bias_and_thins_the_crowd(
     orcl_price_level: tuple[Any, list[Signal], PriceLevelGenerator], tmp_path: Path
 ) -> None:
     pytest.importorskip("matplotlib")
-    from signalgen.backtest_report import backtest_figure, save_chart, study_backtest
+    from signalgen.interfaces.backtest_report import backtest_figure, save_chart, study_backtest
 
     bars, signals, generator = orcl_price_level
     days, _ = read_closes(ORCL_CSV)
@@ -314,7 +314,7 @@ def test_price_level_chart_marks_each_bias_and_thins_the_crowd(
 
 def test_mock_chart_draws_all_three_biases(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
-    from signalgen.backtest_report import backtest_figure, study_backtest
+    from signalgen.interfaces.backtest_report import backtest_figure, study_backtest
 
     bars = read_bars_csv(SPY_CSV, "SPY").head(600)
     generator = MockSignalGenerator(MockConfig(seed=1), source="mock", tickers=("SPY",))
@@ -334,7 +334,7 @@ def test_sparse_signals_keep_one_marker_each_on_the_cross_bar() -> None:
     pytest.importorskip("matplotlib")
     from matplotlib.dates import date2num
 
-    from signalgen.backtest_report import backtest_figure, study_backtest
+    from signalgen.interfaces.backtest_report import backtest_figure, study_backtest
 
     bars = read_bars_csv(SPY_CSV, "SPY")
     generator = GoldenCrossSignalGenerator(GoldenCrossConfig(), source="gc", tickers=("SPY",))
@@ -357,7 +357,7 @@ def test_sparse_signals_keep_one_marker_each_on_the_cross_bar() -> None:
 
 def test_a_history_without_signals_still_reports(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
-    from signalgen.backtest_report import study_backtest, write_report
+    from signalgen.interfaces.backtest_report import study_backtest, write_report
 
     bars = read_bars_csv(SPY_CSV, "SPY").head(1)
     generator = GoldenCrossSignalGenerator(GoldenCrossConfig(), source="gc", tickers=("SPY",))

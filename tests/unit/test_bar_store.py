@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from sqlalchemy import event
 
-from signalgen.db import Database
 from signalgen.marketdata.csv_import import read_bars_csv
 from signalgen.marketdata.store import BarRow, BarStore
+from signalgen.storage import Database
 from tests.conftest import DATA_DIR
 
 

@@ -16,8 +16,8 @@ from dispatcher.intake import envelope_for_payload
 from dispatcher.matching import MatchIndex
 from dispatcher.store import import_specs, load_signal_scanners
 from schemas.pipeline import PipelineSpec
-from signalgen.db import Database
-from signalgen.db.models import Execution, Pipeline
+from signalgen.storage import Database
+from signalgen.storage.models import Execution, Pipeline
 
 T0 = datetime(2025, 1, 2, 9, 0, tzinfo=UTC)
 LEASE = timedelta(seconds=30)

@@ -19,8 +19,8 @@ from dispatcher.matching import MatchIndex
 from dispatcher.store import import_specs, load_signal_scanners
 from schemas.pipeline import PipelineSpec
 from schemas.statuses import ExecuteResult, ExecutionStatus
-from signalgen.db import Database
-from signalgen.db.models import Execution
+from signalgen.storage import Database
+from signalgen.storage.models import Execution
 
 pytestmark = pytest.mark.integration
 

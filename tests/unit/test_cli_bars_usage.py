@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from signalgen.cli import main
-from signalgen.db import get_database
+from signalgen.interfaces.cli import main
 from signalgen.marketdata.store import BarStore
 from signalgen.marketdata.usage import record_call
 from signalgen.settings import get_settings
+from signalgen.storage import get_database
 from tests.conftest import DATA_DIR
 
 

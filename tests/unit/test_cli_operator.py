@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from signalgen.cli import main, version
-from signalgen.db import get_database
-from signalgen.db.engine import ensure_schema
-from signalgen.ops.config import get_operations_config
+from signalgen.config.operations import get_operations_config
+from signalgen.interfaces.cli import main, version
 from signalgen.settings import get_settings
+from signalgen.storage import get_database
+from signalgen.storage.engine import ensure_schema
 
 
 @pytest.fixture
@@ -145,8 +145,8 @@ def test_budgets_table_is_aligned(
 def test_api_refuses_to_start_with_a_broken_watchlist(
     database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from signalgen.cli.http import serve
     from signalgen.config import ConfigError
+    from signalgen.interfaces.cli.http import serve
 
     broken = tmp_path / "watchlist.json"
     broken.write_text('{"tickers": ["aapl"]')
@@ -161,7 +161,7 @@ def test_readyz_is_unavailable_with_a_broken_watchlist(
 ) -> None:
     import httpx
 
-    from signalgen.http.app import create_app
+    from signalgen.interfaces.http.app import create_app
     from signalgen.startup import configuration_problem
     from tests.support.api_server import running_server
 

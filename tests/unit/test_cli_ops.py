@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from signalgen.cli import main
-from signalgen.db import get_database
-from signalgen.db.engine import ensure_schema
-from signalgen.db.models import DeadLetter
+from signalgen.config.operations import get_operations_config
+from signalgen.interfaces.cli import main
 from signalgen.marketdata.usage import record_call
-from signalgen.ops.config import get_operations_config
 from signalgen.settings import get_settings
+from signalgen.storage import get_database
+from signalgen.storage.engine import ensure_schema
+from signalgen.storage.models import DeadLetter
 
 
 @pytest.fixture

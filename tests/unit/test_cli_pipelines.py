@@ -17,9 +17,9 @@ from dispatcher import service
 from dispatcher.intake import envelope_for_payload
 from dispatcher.matching import MatchIndex
 from dispatcher.store import load_signal_scanners
-from signalgen.cli import main
-from signalgen.db import Database
-from signalgen.db.models import Pipeline
+from signalgen.interfaces.cli import main
+from signalgen.storage import Database
+from signalgen.storage.models import Pipeline
 
 SECRET = "0123456789abcdef-secret"
 
@@ -27,7 +27,7 @@ SECRET = "0123456789abcdef-secret"
 @pytest.fixture
 def cli(sqlite_db: Database, monkeypatch: pytest.MonkeyPatch) -> tuple[CliRunner, list[int]]:
     bumps: list[int] = []
-    monkeypatch.setattr("signalgen.cli.storage.open_database", lambda **_: sqlite_db)
+    monkeypatch.setattr("signalgen.interfaces.cli.storage.open_database", lambda **_: sqlite_db)
     monkeypatch.setattr("dispatcher.store.bump_version", lambda *a, **k: bumps.append(1))
     return CliRunner(), bumps
 
@@ -198,10 +198,10 @@ def test_signals_list_filters_on_either_database(
 ) -> None:
     """`signals list` reads through the API's query (`queries.list_signals`): the same filters,
     times in UTC whatever the driver returns, newest first."""
-    from signalgen.db.models import SignalRecord, SignalTicker
+    from signalgen.storage.models import SignalRecord, SignalTicker
 
     db: Database = request.getfixturevalue("sqlite_db" if backend == "sqlite" else "pg_db")
-    monkeypatch.setattr("signalgen.cli.storage.open_database", lambda **_: db)
+    monkeypatch.setattr("signalgen.interfaces.cli.storage.open_database", lambda **_: db)
     base = datetime(2026, 3, 2, 14, 30, tzinfo=UTC)
     made = []
     with db.session() as session:

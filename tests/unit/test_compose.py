@@ -88,7 +88,7 @@ def test_generation_and_delivery_run_on_separate_workers(compose: dict[str, Any]
     every task queue is consumed by exactly one of the two services, `generate` by `generator`
     alone, and the worker that runs the dispatcher's intake is the one that consumes
     `dispatch`."""
-    from tasks.topology import (
+    from signalgen.bus.topology import (
         DELIVERY_WORKER_QUEUES,
         DISPATCH_QUEUE,
         GENERATE_QUEUE,
@@ -197,17 +197,17 @@ def test_beat_and_flower_have_healthchecks_that_run(
     which answer as a healthcheck must (0 healthy, 1 not, one line why)."""
     import time
 
-    from signalgen.probes import beat_problem, main
+    from signalgen.interfaces.probes import beat_problem, main
 
     services = compose["services"]
     for name in ("redis", "postgres", "worker", "generator", "beat", "flower", "api"):
         assert services[name]["healthcheck"]["test"], name
     beat = services["beat"]["healthcheck"]["test"]
-    assert beat[:5] == ["CMD", "python", "-m", "signalgen.probes", "beat"]
+    assert beat[:5] == ["CMD", "python", "-m", "signalgen.interfaces.probes", "beat"]
     schedule = next(a for a in services["beat"]["command"] if a.startswith("--schedule="))
     assert beat[5] == schedule.split("=", 1)[1]
     flower = services["flower"]["healthcheck"]["test"]
-    assert flower[:5] == ["CMD", "python", "-m", "signalgen.probes", "http"]
+    assert flower[:5] == ["CMD", "python", "-m", "signalgen.interfaces.probes", "http"]
     assert flower[5].startswith("http://127.0.0.1:5555/healthcheck")
 
     path = tmp_path / "celerybeat-schedule"

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from signalgen.db import Database
 from signalgen.marketdata.csv_import import (
     CsvImportError,
     import_csv,
@@ -17,6 +16,7 @@ from signalgen.marketdata.csv_import import (
 )
 from signalgen.marketdata.store import BarStore
 from signalgen.paths import SAMPLE_DATA_DIR
+from signalgen.storage import Database
 from tests.conftest import DATA_DIR
 
 MARKET = DATA_DIR / "market"

@@ -18,7 +18,7 @@ from generators.death_cross import DeathCrossConfig, DeathCrossSignalGenerator
 from generators.golden_cross import GoldenCrossSignalGenerator
 from generators.indicators import CrossDirection, scan_sma_crosses
 from schemas.signal import Bias, SignalType, bar_close_time, stable_signal_id
-from signalgen.cli import main
+from signalgen.interfaces.cli import main
 from tests.support.market import (
     MARKET_DIR,
     MARKET_FILES,

@@ -21,7 +21,7 @@ from dispatcher.egress import (
     parse_networks,
 )
 from schemas.pipeline import CeleryExecutor, RecordExecutor, WebhookExecutor
-from signalgen.ops.config import CeleryTarget, ExecutorPolicy
+from signalgen.config.operations import CeleryTarget, ExecutorPolicy
 
 PUBLIC = "93.184.216.34"
 
@@ -275,9 +275,9 @@ def test_our_task_list_matches_the_registered_tasks() -> None:
 def test_dead_letters_of_unknown_tasks_are_labelled_other(sqlite_db: Any) -> None:
     from prometheus_client import CollectorRegistry, generate_latest
 
-    from signalgen.db.models import DeadLetter
-    from signalgen.ops.config import OperationsConfig
+    from signalgen.config.operations import OperationsConfig
     from signalgen.ops.metrics import BusCollector
+    from signalgen.storage.models import DeadLetter
 
     with sqlite_db.session() as session:
         for name in ("tenant.secret_task_name", "x:y", "signals.replay", "evil.task"):

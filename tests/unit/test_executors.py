@@ -25,7 +25,7 @@ from dispatcher.executors import (
     sign,
 )
 from schemas.pipeline import CeleryExecutor, RecordExecutor, WebhookExecutor
-from signalgen.ops.config import CeleryTarget, ExecutorPolicy
+from signalgen.config.operations import CeleryTarget, ExecutorPolicy
 
 SECRET = "a-very-long-shared-secret"
 ALLOWLIST = ExecutorPolicy(celery_tasks=(CeleryTarget(task="backend.trade", queues=("backend",)),))

@@ -15,7 +15,6 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from schemas.external import ExternalSignalIn, TradingViewAlert
-from signalgen.http.ingress import _json_object
 from signalgen.ingress.webhooks import (
     external_signal,
     sign,
@@ -23,6 +22,7 @@ from signalgen.ingress.webhooks import (
     token_matches,
     tradingview_signal,
 )
+from signalgen.interfaces.http.ingress import _json_object
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 NOW = datetime(2026, 3, 2, 15, 0, tzinfo=UTC)

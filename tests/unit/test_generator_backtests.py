@@ -8,8 +8,8 @@ import pytest
 from click.testing import CliRunner
 
 from generators.backtest import walk_forward
-from signalgen.cli import main
-from signalgen.cli.backtest import build_generator, read_bars_csv
+from signalgen.interfaces.cli import main
+from signalgen.interfaces.cli.backtest import build_generator, read_bars_csv
 from tests.support.market import MARKET_DIR
 
 

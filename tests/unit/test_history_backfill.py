@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from signalgen.db import Database
+from bench.fakes.fake_history import FakeHistory
 from signalgen.marketdata.backfill import (
     DateRange,
     MemoryAsked,
@@ -46,7 +46,7 @@ from signalgen.marketdata.providers.alphavantage import parse_alphavantage_daily
 from signalgen.marketdata.providers.stooq import parse_stooq_csv, stooq_symbol
 from signalgen.marketdata.providers.tiingo import parse_tiingo_prices
 from signalgen.marketdata.store import BarRow, BarStore
-from tests.support.fake_history import FakeHistory
+from signalgen.storage import Database
 from tests.support.market import MARKET_DIR
 
 D = date

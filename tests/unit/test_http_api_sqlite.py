@@ -11,8 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
-from signalgen.db import Database
-from signalgen.http.app import create_app
+from signalgen.interfaces.http.app import create_app
+from signalgen.storage import Database
 from tests.integration.test_http_api import (
     SIGNAL_PIPELINE,
     T0,

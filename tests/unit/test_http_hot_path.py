@@ -7,9 +7,9 @@ import uuid
 from datetime import UTC, datetime, timedelta, timezone
 from types import SimpleNamespace
 
-from signalgen.http.api import signal_fields, signal_page_json
-from signalgen.http.auth import Principal
-from signalgen.http.deps import KeyCache
+from signalgen.interfaces.http.api import signal_fields, signal_page_json
+from signalgen.interfaces.http.auth import Principal
+from signalgen.interfaces.http.deps import KeyCache
 
 MOMENT = datetime(2024, 5, 1, 12, 30, 1, 123456, tzinfo=UTC)
 COLUMNS = (

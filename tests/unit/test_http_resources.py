@@ -7,7 +7,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from signalgen.http.app import create_app
+from signalgen.interfaces.http.app import create_app
 from signalgen.settings import get_settings
 from tests.support.api_server import running_server
 
@@ -21,8 +21,8 @@ def test_metrics_builds_its_own_resources_without_deadlock(
     monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'metrics.db'}")
     get_settings.cache_clear()
     try:
-        from signalgen.db import get_database
-        from signalgen.db.engine import ensure_schema
+        from signalgen.storage import get_database
+        from signalgen.storage.engine import ensure_schema
 
         ensure_schema(get_database())
         with running_server(create_app()) as base_url:

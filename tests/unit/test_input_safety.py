@@ -12,9 +12,14 @@ from pydantic import ValidationError
 from schemas.api import PipelineCreate
 from schemas.external import EventWindow, TradingViewAlert, WebhooksConfig
 from schemas.text import refuse_surrogates, surrogate_path
-from signalgen.http.queries import InvalidCursor, encode_cursor, int_cursor, time_id_cursor
-from signalgen.http.safejson import TOO_DEEP, json_safe
-from signalgen.http.throttle import FailureWindow, address_bucket, key_bucket, over_limit
+from signalgen.interfaces.http.queries import (
+    InvalidCursor,
+    encode_cursor,
+    int_cursor,
+    time_id_cursor,
+)
+from signalgen.interfaces.http.safejson import TOO_DEEP, json_safe
+from signalgen.interfaces.http.throttle import FailureWindow, address_bucket, key_bucket, over_limit
 from signalgen.ops.dashboard import days_before, finite_json, score
 
 NOW = datetime(2026, 3, 2, 15, tzinfo=UTC)

@@ -17,8 +17,8 @@ from sqlalchemy import select
 from dispatcher import intake, service
 from dispatcher.intake import InvalidSignal, decode_envelope, make_envelope, published_at_of
 from dispatcher.matching import MatchIndex
-from signalgen.db import Database
-from signalgen.db.models import Execution, SignalRecord
+from signalgen.storage import Database
+from signalgen.storage.models import Execution, SignalRecord
 
 SIGNAL = {
     "signal_id": str(uuid.uuid4()),
@@ -185,9 +185,9 @@ def test_hostile_published_at_through_the_envelope(value: Any) -> None:
 
 
 def test_the_publisher_and_the_intake_share_one_header_name() -> None:
-    from signalgen.publishing import PUBLISHED_AT_HEADER as exported
-    from signalgen.publishing.headers import PUBLISHED_AT_HEADER as defined
-    from signalgen.publishing.publisher import PUBLISHED_AT_HEADER as published
+    from signalgen.bus import PUBLISHED_AT_HEADER as exported
+    from signalgen.bus.headers import PUBLISHED_AT_HEADER as defined
+    from signalgen.bus.publisher import PUBLISHED_AT_HEADER as published
 
     assert intake.PUBLISHED_AT_HEADER is defined is exported is published
 

@@ -9,8 +9,8 @@ from celery.app.task import Context
 from kombu import Message
 
 from dispatcher.intake import decode_envelope
+from signalgen.bus.topology import DISPATCH_QUEUE
 from tasks.dispatch import MAX_ARGS_REPR, as_dispatch_request, dispatch
-from tasks.topology import DISPATCH_QUEUE
 
 
 class FakeChannel:

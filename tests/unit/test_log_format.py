@@ -108,8 +108,8 @@ def test_other_records_are_unchanged() -> None:
 def test_migrating_an_empty_database_logs_one_line(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from signalgen.db import Database
-    from signalgen.db.engine import migrate
+    from signalgen.storage import Database
+    from signalgen.storage.engine import migrate
 
     database = Database(f"sqlite:///{tmp_path / 'quiet.db'}")
     try:

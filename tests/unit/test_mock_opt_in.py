@@ -56,7 +56,7 @@ def test_enabled_outside_dev_warns_and_dev_does_not(caplog: pytest.LogCaptureFix
 def test_signalgen_dev_turns_the_mock_generator_on_for_its_children(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from signalgen.dev import DevOptions, DevService
+    from signalgen.interfaces.dev import DevOptions, DevService
 
     config = tmp_path / "config"
     shutil.copytree(CONFIG_DIR, config)

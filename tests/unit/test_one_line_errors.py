@@ -52,7 +52,7 @@ def run(args: list[str], tmp_path: Path, **env: str) -> subprocess.CompletedProc
 
 
 def signalgen(*args: str) -> list[str]:
-    return ["-c", "from signalgen.cli import run; run()", *args]
+    return ["-c", "from signalgen.interfaces.cli import run; run()", *args]
 
 
 def one_line(done: subprocess.CompletedProcess[str]) -> str:

@@ -14,16 +14,16 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select, update
 
 from schemas.signal import Bias
-from signalgen.db import Database
-from signalgen.db.models import DeadLetter, Execution
-from signalgen.http.dashboard import render
+from signalgen.config.operations import Budget, Budgets, OperationsConfig
+from signalgen.interfaces.http.dashboard import render
 from signalgen.marketdata.store import BarRow, BarStore
 from signalgen.marketdata.usage import record_call
 from signalgen.ops import dlq, health
-from signalgen.ops.config import Budget, Budgets, OperationsConfig
 from signalgen.ops.dashboard import LiveSources, dashboard_data, hit_rates, percentile, score
 from signalgen.ops.metrics import BusCollector
 from signalgen.ops.ratelimit import DEFERRED_COUNTER
+from signalgen.storage import Database
+from signalgen.storage.models import DeadLetter, Execution
 from tests.support.ops import T0, add_execution, add_pipeline, make_signal, record
 
 
@@ -357,8 +357,8 @@ def test_a_run_reports_the_bars_it_had_against_the_bars_it_needs(sqlite_db: Data
     from generators.base import Tick
     from generators.golden_cross import GoldenCrossConfig, GoldenCrossSignalGenerator
     from schemas.config import GeneratorEntry
+    from signalgen.bus import KombuPublisher
     from signalgen.config import GeneratorSpec
-    from signalgen.publishing import KombuPublisher
     from signalgen.runtime import build_resources, run_generator
     from signalgen.settings import Settings
 

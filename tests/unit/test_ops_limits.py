@@ -9,14 +9,7 @@ import fakeredis
 import pytest
 from sqlalchemy import select
 
-from signalgen.db import Database
-from signalgen.db.models import Execution
-from signalgen.marketdata.finnhub import FinnhubSource
-from signalgen.marketdata.limiter import Limit, memory_rate_limiter
-from signalgen.marketdata.refresh import refresh_bars
-from signalgen.marketdata.store import BarStore
-from signalgen.marketdata.usage import record_call
-from signalgen.ops.config import (
+from signalgen.config.operations import (
     Budget,
     Budgets,
     OperationsConfig,
@@ -24,13 +17,20 @@ from signalgen.ops.config import (
     RateLimits,
     load_operations_config,
 )
-from signalgen.ops.costs import (
+from signalgen.marketdata.costs import (
     BudgetExhausted,
     BudgetGuard,
     budget_status,
     cost_by_period,
 )
+from signalgen.marketdata.finnhub import FinnhubSource
+from signalgen.marketdata.limiter import Limit, memory_rate_limiter
+from signalgen.marketdata.refresh import refresh_bars
+from signalgen.marketdata.store import BarStore
+from signalgen.marketdata.usage import record_call
 from signalgen.ops.ratelimit import DEFERRED_COUNTER, LIMITED_COUNTER, check_execution
+from signalgen.storage import Database
+from signalgen.storage.models import Execution
 from tests.support.ops import T0, add_execution, add_pipeline, make_signal, record
 
 NOW = datetime(2026, 3, 2, 14, 30, tzinfo=UTC)
@@ -48,7 +48,7 @@ def test_budget_pauses_after_the_hourly_limit_and_logs_once(
     )
     for _ in range(3):
         guard.reserve("gc", "quote")
-    with caplog.at_level(logging.DEBUG, "signalgen.ops.costs"):
+    with caplog.at_level(logging.DEBUG, "signalgen.marketdata.costs"):
         for _ in range(2):
             with pytest.raises(BudgetExhausted, match="3 of 3 calls this hour") as info:
                 guard.reserve("gc", "quote")

@@ -13,7 +13,7 @@ from dispatcher import changelog, store
 from dispatcher.matching import MatchIndex
 from schemas.pipeline import PipelineSpec, Scanner
 from schemas.signal import Signal, SignalType
-from signalgen.db import Database
+from signalgen.storage import Database
 
 NO_REDIS = "redis://127.0.0.1:1/0"  # bumps fail fast and are only logged (a lost bump)
 

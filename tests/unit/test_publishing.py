@@ -14,9 +14,7 @@ from kombu import Connection, Queue
 from sqlalchemy import func, select
 
 from schemas.signal import Bias, Signal, SignalBias, SignalType, stable_signal_id
-from signalgen.db import Database
-from signalgen.db.models import SignalRecord, SignalTicker
-from signalgen.publishing import (
+from signalgen.bus import (
     PUBLISHED_AT_HEADER,
     KombuPublisher,
     PublishError,
@@ -24,7 +22,9 @@ from signalgen.publishing import (
     publish_recorded,
     record_signals,
 )
-from tasks.topology import DISPATCH_INTAKE_QUEUE, SIGNAL_EXCHANGE
+from signalgen.bus.topology import DISPATCH_INTAKE_QUEUE, SIGNAL_EXCHANGE
+from signalgen.storage import Database
+from signalgen.storage.models import SignalRecord, SignalTicker
 
 NOW = datetime(2026, 3, 2, 14, 30, tzinfo=UTC)
 
@@ -185,7 +185,7 @@ def test_refused_signal_stays_in_outbox_and_sweep_publishes_it(
     # The sweep leaves rows younger than `older_than` to the run that recorded them.
     with KombuPublisher("memory://") as up:
         assert publish_pending(sqlite_db, up, older_than=timedelta(hours=1)).published == 0
-        with caplog.at_level(logging.INFO, logger="signalgen.publishing"):
+        with caplog.at_level(logging.INFO, logger="signalgen.bus"):
             swept = publish_pending(sqlite_db, up, older_than=timedelta(0))
         assert (swept.published, swept.failed) == (2, 0)
         assert publish_pending(sqlite_db, up, older_than=timedelta(0)).published == 0

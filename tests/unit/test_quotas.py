@@ -14,8 +14,8 @@ import pytest
 from dispatcher import quotas, store
 from dispatcher.admission import Refused
 from schemas.pipeline import PipelineSpec
-from signalgen.db import Database
-from signalgen.ops.config import Quotas, get_operations_config
+from signalgen.config.operations import Quotas, get_operations_config
+from signalgen.storage import Database
 
 NO_REDIS = "redis://127.0.0.1:1/0"  # bumps fail fast and are only logged
 

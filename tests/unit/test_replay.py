@@ -20,8 +20,8 @@ from dispatcher.replay import (
     replay,
 )
 from schemas.signal import SignalType
-from signalgen.db import Database
-from signalgen.db.models import Execution, Replay, ReplayGeneration
+from signalgen.storage import Database
+from signalgen.storage.models import Execution, Replay, ReplayGeneration
 from tests.support.ops import T0, add_execution, add_pipeline, make_signal, record
 
 
@@ -279,7 +279,7 @@ def test_a_replay_records_its_outcome_and_marks_its_signals_dispatched(
     sqlite_db: Database,
 ) -> None:
     """Issue 12: a replayed signal still showed `unmatched`; nothing said what a replay did."""
-    from signalgen.db.models import SignalRecord
+    from signalgen.storage.models import SignalRecord
 
     signals = [make_signal("AAPL", i) for i in range(3)] + [make_signal("MSFT", 9)]
     record(sqlite_db, signals)

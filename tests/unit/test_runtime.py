@@ -16,13 +16,13 @@ from sqlalchemy import func, select
 from generators.base import Bars, BaseSignalGenerator, GeneratorConfig, Tick
 from schemas.config import GeneratorEntry
 from schemas.signal import Bias, Signal, SignalBias, SignalType, stable_signal_id
+from signalgen.bus import KombuPublisher
+from signalgen.bus.topology import SIGNAL_EXCHANGE
 from signalgen.config import ConfigError, GeneratorSpec
-from signalgen.db import Database
-from signalgen.db.models import SignalRecord
-from signalgen.publishing import KombuPublisher
 from signalgen.runtime import Resources, build_resources, run_generator
 from signalgen.settings import Settings
-from tasks.topology import SIGNAL_EXCHANGE
+from signalgen.storage import Database
+from signalgen.storage.models import SignalRecord
 
 NOW = datetime(2026, 3, 2, 14, 30, 7, tzinfo=UTC)
 

@@ -19,9 +19,8 @@ from generators.golden_cross import GoldenCrossConfig, GoldenCrossSignalGenerato
 from generators.price_level import PriceLevelConfig, PriceLevelGenerator
 from generators.volatility import VolatilityBreakoutConfig, VolatilityBreakoutGenerator
 from schemas.config import GeneratorEntry
+from signalgen.bus import KombuPublisher
 from signalgen.config import GeneratorSpec, load_generators
-from signalgen.db import Database
-from signalgen.db.models import SignalRecord
 from signalgen.marketdata.csv_import import load_sample_bars
 from signalgen.marketdata.sample import (
     bars_of,
@@ -34,9 +33,10 @@ from signalgen.marketdata.sample import (
 )
 from signalgen.marketdata.store import BarRow, BarStore
 from signalgen.paths import CONFIG_DIR
-from signalgen.publishing import KombuPublisher
 from signalgen.runtime import build_resources, run_generator
 from signalgen.settings import Settings
+from signalgen.storage import Database
+from signalgen.storage.models import SignalRecord
 from tests.conftest import create_schema
 
 NOW = datetime(2026, 3, 4, 15, 0, tzinfo=UTC)

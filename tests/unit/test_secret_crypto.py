@@ -18,11 +18,11 @@ from dispatcher.admission import Refused
 from dispatcher.store import add_pipeline, export_dict, get_pipeline, row_to_spec, spec_to_row
 from schemas.pipeline import PipelineSpec
 from signalgen import crypto
-from signalgen.cli import main
-from signalgen.cli.secrets import rotate_secrets
 from signalgen.crypto import MissingSecretKeys, SecretBox, SecretKeyError
-from signalgen.db import Database
-from signalgen.db.models import Pipeline
+from signalgen.interfaces.cli import main
+from signalgen.interfaces.cli.secrets import rotate_secrets
+from signalgen.storage import Database
+from signalgen.storage.models import Pipeline
 
 SECRET = "whsec-0123456789-SECRET"
 OLD, NEW = Fernet.generate_key(), Fernet.generate_key()
@@ -185,8 +185,8 @@ def test_secrets_rotate_command(sqlite_db: Database, monkeypatch: pytest.MonkeyP
         )
     both = SecretBox((NEW, OLD))
     monkeypatch.setattr(crypto, "default_box", lambda: both)
-    monkeypatch.setattr("signalgen.cli.secrets.default_box", lambda: both)
-    monkeypatch.setattr("signalgen.cli.storage.open_database", lambda **_: sqlite_db)
+    monkeypatch.setattr("signalgen.interfaces.cli.secrets.default_box", lambda: both)
+    monkeypatch.setattr("signalgen.interfaces.cli.storage.open_database", lambda **_: sqlite_db)
     result = CliRunner().invoke(main, ["secrets", "rotate"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert (
@@ -200,7 +200,7 @@ def test_secrets_rotate_command(sqlite_db: Database, monkeypatch: pytest.MonkeyP
     assert only_new.decrypt(stored["legacy"]) == "legacy-plain-secret-SECRET"
     assert "SECRET" not in json.dumps(stored)
     # A key that decrypts nothing: refused, nothing changed, the pipeline named.
-    monkeypatch.setattr("signalgen.cli.secrets.default_box", lambda: SecretBox((OLD,)))
+    monkeypatch.setattr("signalgen.interfaces.cli.secrets.default_box", lambda: SecretBox((OLD,)))
     result = CliRunner().invoke(main, ["secrets", "rotate"])
     assert (
         result.exit_code != 0
@@ -229,7 +229,7 @@ def test_rotate_secrets_counts_nothing_without_webhooks(sqlite_db: Database) -> 
 def test_cli_never_shows_the_secret_and_export_leaves_it_out_unless_asked(
     sqlite_db: Database, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setattr("signalgen.cli.storage.open_database", lambda **_: sqlite_db)
+    monkeypatch.setattr("signalgen.interfaces.cli.storage.open_database", lambda **_: sqlite_db)
     monkeypatch.setattr("dispatcher.store.bump_version", lambda *a, **k: None)
     runner = CliRunner()
     pipeline_id = add_pipeline(sqlite_db, webhook_spec(), redis_url="redis://127.0.0.1:1/0")
@@ -282,7 +282,7 @@ def test_a_wrong_key_fails_the_execution_naming_secrets_keys_and_the_right_one_d
     from http.server import BaseHTTPRequestHandler, HTTPServer
 
     from dispatcher import service
-    from signalgen.db.models import Execution
+    from signalgen.storage.models import Execution
 
     db: Database = request.getfixturevalue(database)
     received: list[bytes] = []

@@ -39,7 +39,7 @@ NOT_SETTINGS = {
     "NO_PROXY": "tests: as HTTP_PROXY",
     "BENCH_": "bench: benchmark knobs, not the service's",
     "SOAK_": "bench: soak-test knobs, not the service's",
-    "SCREENSHOT_": "signalgen/ops/screenshots.py: flag defaults of a developer tool",
+    "SCREENSHOT_": "signalgen/interfaces/screenshots.py: flag defaults of a developer tool",
 }
 
 #: Settings variables the service still reads raw: (file, variable) -> why it cannot use
@@ -293,7 +293,7 @@ def test_operations_path_is_read_when_the_operations_config_is(
     fresh: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """`get_operations_config` is the cache: clearing it alone reads the variable again."""
-    from signalgen.ops.config import operations_config_path
+    from signalgen.config.operations import operations_config_path
 
     get_settings()
     fresh.setenv("OPERATIONS_CONFIG_PATH", str(tmp_path / "operations.json"))

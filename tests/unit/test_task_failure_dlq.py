@@ -13,16 +13,16 @@ from kombu.exceptions import OperationalError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from sqlalchemy import select
 
-import signalgen.db
-from signalgen.db import Database
-from signalgen.db.models import DeadLetter
+import signalgen.storage
+from signalgen.storage import Database
+from signalgen.storage.models import DeadLetter
 from tasks import app
 from tasks.middleware import dead_letter_failed_task, retry_lost_to_broker_outage
 
 
 @pytest.fixture
 def dead_letters(sqlite_db: Database, monkeypatch: pytest.MonkeyPatch) -> Database:
-    monkeypatch.setattr(signalgen.db, "get_database", lambda url=None: sqlite_db)
+    monkeypatch.setattr(signalgen.storage, "get_database", lambda url=None: sqlite_db)
     return sqlite_db
 
 

@@ -11,9 +11,9 @@ import pytest
 from celery import Celery
 from sqlalchemy import select
 
-import signalgen.db
-from signalgen.db import Database
-from signalgen.db.models import DeadLetter
+import signalgen.storage
+from signalgen.storage import Database
+from signalgen.storage.models import DeadLetter
 from tasks import app
 from tasks.middleware import OUTAGES, Policy, PolicyTask, bus_task
 
@@ -69,7 +69,7 @@ def scratch() -> Iterator[Celery]:
 
 @pytest.fixture
 def dead_letters(sqlite_db: Database, monkeypatch: pytest.MonkeyPatch) -> Database:
-    monkeypatch.setattr(signalgen.db, "get_database", lambda url=None: sqlite_db)
+    monkeypatch.setattr(signalgen.storage, "get_database", lambda url=None: sqlite_db)
     return sqlite_db
 
 

@@ -7,7 +7,6 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from signalgen.db import Database
 from signalgen.marketdata.usage import (
     DatabaseUsage,
     UsageTotal,
@@ -15,6 +14,7 @@ from signalgen.marketdata.usage import (
     record_call,
     usage_totals,
 )
+from signalgen.storage import Database
 
 T0 = datetime(2024, 5, 1, 13, 20, 5, tzinfo=UTC)
 

@@ -7,8 +7,8 @@ from sqlalchemy import func, select
 
 from dispatcher.matching import MatchIndex
 from dispatcher.service import rehearse
-from signalgen.db import Database
-from signalgen.db.models import Execution, SignalRecord, SignalTicker
+from signalgen.storage import Database
+from signalgen.storage.models import Execution, SignalRecord, SignalTicker
 from tests.support.ops import add_pipeline
 
 

@@ -19,9 +19,8 @@ from sqlalchemy import func, select
 
 from schemas.external import WebhooksConfig
 from schemas.signal import Bias, Signal, SignalType
-from signalgen.db import Database
-from signalgen.db.models import SignalRecord
-from signalgen.http import ingress as ingress_module
+from signalgen.bus import KombuPublisher
+from signalgen.bus.topology import SIGNAL_EXCHANGE
 from signalgen.ingress.webhooks import (
     WebhookIngress,
     sign,
@@ -29,8 +28,9 @@ from signalgen.ingress.webhooks import (
     signature_matches,
     token_matches,
 )
-from signalgen.publishing import KombuPublisher
-from tasks.topology import SIGNAL_EXCHANGE
+from signalgen.interfaces.http import ingress as ingress_module
+from signalgen.storage import Database
+from signalgen.storage.models import SignalRecord
 
 TV_SECRET = "tv-secret-0123456789abcdef"
 HMAC_SECRET = "hmac-secret-0123456789abcdef"
@@ -148,9 +148,9 @@ def alert(**fields: Any) -> dict[str, Any]:
 
 
 def test_router_is_mounted_in_the_service() -> None:
-    from signalgen.http.app import ROUTERS
+    from signalgen.interfaces.http.app import ROUTERS
 
-    assert "signalgen.http.ingress" in ROUTERS
+    assert "signalgen.interfaces.http.ingress" in ROUTERS
 
 
 def test_valid_alert_becomes_an_external_signal_on_the_exchange(

@@ -1,0 +1,1 @@
+"""Local fake provider servers (Finnhub, history providers) for benchmarks and tests."""

@@ -1,6 +1,0 @@
-"""SQL storage: one declarative Base, engines made per process, dialect-neutral upserts."""
-
-from signalgen.db.base import Base
-from signalgen.db.engine import Database, get_database, insert_ignore, make_engine, migrate
-
-__all__ = ["Base", "Database", "get_database", "insert_ignore", "make_engine", "migrate"]

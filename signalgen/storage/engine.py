@@ -1,0 +1,268 @@
+"""Engines and sessions, made lazily once per process (Celery prefork children included)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, FromClause, create_engine, event
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.sql.dml import Insert
+
+from signalgen.storage.alembic_log import quiet_alembic
+
+
+def normalize_url(url: str) -> str:
+    """postgres:// and postgresql:// go through psycopg 3; everything else is left as given."""
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url[len("postgres://") :]
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://") :]
+    return url
+
+
+def make_engine(url: str, **kwargs: Any) -> Engine:
+    url = normalize_url(url)
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(
+            url, connect_args={"check_same_thread": False, "timeout": 30}, **kwargs
+        )
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.close()
+
+        return engine
+    kwargs.setdefault("pool_size", 5)
+    kwargs.setdefault("max_overflow", 10)
+    if parsed.get_backend_name() == "postgresql":
+        # Every session in UTC whatever the server's default: timestamps are read back as UTC,
+        # and the whole range a signal may carry (year 1 to 9999) stays readable (in a zone
+        # east or west of UTC, 0001-01-01 or 9999-12-31 falls outside what the driver decodes).
+        kwargs.setdefault("connect_args", {"options": "-c timezone=UTC"})
+    engine = create_engine(url, **kwargs)
+    _ping_when_idle(engine)
+    return engine
+
+
+#: A pooled connection unused for longer than this is pinged before it is handed out.
+IDLE_PING_SECONDS = 5.0
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """Pessimistic disconnect handling where it pays: `pool_pre_ping` costs a round trip on every
+    checkout (two of the seven per dispatched signal); a connection used moments ago is almost
+    surely alive, and if the server restarted meanwhile the statement fails with a disconnect
+    error, SQLAlchemy invalidates the pool and the task's retry gets fresh connections."""
+
+    @event.listens_for(engine, "checkin")
+    def _stamp(_dbapi_connection: Any, record: Any) -> None:
+        record.info["checked_in"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _ping(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        checked_in = record.info.get("checked_in")
+        if checked_in is None or time.monotonic() - checked_in <= IDLE_PING_SECONDS:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except Exception as exc:  # the pool discards this connection and tries another
+            raise DisconnectionError(f"idle connection failed its ping: {exc}") from exc
+
+
+@dataclass
+class Database:
+    """An engine and its session factory. Pass it explicitly; build it with `get_database()`."""
+
+    url: str
+    engine: Engine = field(init=False)
+    sessions: sessionmaker[Session] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.engine = make_engine(self.url)
+        self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A session in a transaction: committed on success, rolled back on error."""
+        with self.sessions.begin() as session:
+            yield session
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+_databases: dict[tuple[int, str], Database] = {}
+_lock = threading.Lock()
+
+
+def get_database(url: str | None = None) -> Database:
+    """The process's Database for `url` (default: settings). A forked child gets its own."""
+    if url is None:
+        from signalgen.settings import get_settings
+
+        url = get_settings().database_url
+    key = (os.getpid(), url)
+    with _lock:
+        database = _databases.get(key)
+        if database is None:
+            database = _databases[key] = Database(url)
+        return database
+
+
+def insert_ignore(
+    table: FromClause,
+    dialect: str,
+    rows: Sequence[dict[str, Any]] | None = None,
+    index_elements: Sequence[str] | None = None,
+) -> Insert:
+    """`INSERT .. ON CONFLICT DO NOTHING` for PostgreSQL and SQLite (add `.returning(...)`)."""
+    module: Any = postgresql if dialect == "postgresql" else sqlite
+    statement = module.insert(table)
+    if rows is not None:
+        statement = statement.values(list(rows))
+    result: Insert = statement.on_conflict_do_nothing(index_elements=index_elements)
+    return result
+
+
+class SchemaMismatch(RuntimeError):
+    """A database with our tables but no migration history, whose schema differs from ours."""
+
+
+@dataclass(frozen=True)
+class MigrationOutcome:
+    """What `migrate` did: the revision before (None: an empty database or no history) and
+    after, and whether an existing schema was only stamped."""
+
+    before: str | None
+    after: str | None
+    stamped: bool = False
+
+    @property
+    def changed(self) -> bool:
+        return self.before != self.after
+
+    def describe(self) -> str:
+        if self.stamped:
+            return f"existing schema recorded at revision {self.after}"
+        if not self.changed:
+            return f"database schema at revision {self.after} (up to date)"
+        if self.before is None:
+            return f"database schema created at revision {self.after}"
+        return f"database schema migrated from revision {self.before} to {self.after}"
+
+
+def migrate(database: Database) -> MigrationOutcome:
+    """Bring the schema to the newest version (Alembic migrations).
+
+    A database whose tables were made without migrations (`create_all`: test fixtures, or an
+    embedded database from before migrations existed) is stamped as current when, and only when,
+    its schema equals the models; otherwise SchemaMismatch names the differences. A change is
+    logged as one line (`database_schema_migrated`); Alembic's own lines are kept quiet.
+    """
+    with quiet_alembic():  # Alembic logs at import ("setup plugin ...") and while it runs
+        return _migrate(database)
+
+
+def _migrate(database: Database) -> MigrationOutcome:
+    from sqlalchemy import inspect
+
+    from signalgen.storage.migrations import current_revision, stamp, upgrade
+
+    tables = set(inspect(database.engine).get_table_names())
+    if tables and "alembic_version" not in tables:
+        differences = schema_differences(database)
+        if differences:
+            raise SchemaMismatch(
+                f"database has tables {sorted(tables)} but no migration history, and differs "
+                f"from the models: {differences[:5]}"
+            )
+        stamp(database)
+        outcome = MigrationOutcome(None, current_revision(database), stamped=True)
+    else:
+        before = current_revision(database) if "alembic_version" in tables else None
+        upgrade(database)
+        outcome = MigrationOutcome(before, current_revision(database))
+    if outcome.changed:
+        from signalgen.logs import log_event
+
+        log_event(
+            logging.getLogger("signalgen.storage"),
+            "database_schema_migrated",
+            from_revision=outcome.before,
+            to_revision=outcome.after,
+            stamped=outcome.stamped,
+        )
+    return outcome
+
+
+def schema_differences(database: Database) -> list[Any]:
+    """What Alembic would change to make the database match the models (empty: it matches)."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    import signalgen.storage.models  # noqa: F401  (registers every table)
+    from signalgen.storage.base import Base
+
+    with database.engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        return list(compare_metadata(context, Base.metadata))
+
+
+#: Key of the PostgreSQL advisory lock held while one process creates or migrates the schema.
+_SCHEMA_LOCK_KEY = 0x5167_5C4E
+
+
+def ensure_schema(database: Database) -> None:
+    """Make sure the schema exists, once, whoever calls first (worker start-up, `signalgen dev`).
+
+    With Alembic revisions in the project, this is `migrate`; without any yet, the models'
+    tables are created where missing. On PostgreSQL an advisory lock makes concurrent callers
+    (two workers starting together) wait for each other instead of racing on CREATE TABLE.
+    """
+    import signalgen.storage.models  # noqa: F401  (registers every table)
+    from signalgen.storage.base import Base
+
+    # Looked up without importing the migrations package: Alembic costs ~20 MB per process.
+    versions = Path(__file__).resolve().parent / "migrations" / "versions"
+    has_revisions = any(versions.glob("*.py"))
+
+    def apply() -> None:
+        if has_revisions:
+            migrate(database)
+        else:
+            Base.metadata.create_all(database.engine)
+
+    if database.dialect != "postgresql":
+        apply()
+        return
+    from sqlalchemy import text
+
+    with database.engine.connect() as connection:
+        connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": _SCHEMA_LOCK_KEY})
+        try:
+            apply()
+        finally:
+            connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": _SCHEMA_LOCK_KEY})
+            connection.commit()
