@@ -52,6 +52,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 def _outages() -> tuple[type[BaseException], ...]:
     from amqp.exceptions import RecoverableChannelError, RecoverableConnectionError
+    from kombu.exceptions import BatchPublishError
     from kombu.exceptions import OperationalError as BrokerError
     from redis.exceptions import ConnectionError as RedisConnectionError
     from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -65,6 +66,7 @@ def _outages() -> tuple[type[BaseException], ...]:
         RedisConnectionError,
         RedisTimeoutError,
         BrokerError,
+        BatchPublishError,  # a pipelined publish cut short: claims released, the retry resends
         RecoverableConnectionError,
         RecoverableChannelError,
         OSError,  # sockets: ConnectionError, TimeoutError, ...

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-import json
-import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -13,41 +11,13 @@ from sqlalchemy import select
 
 from dispatcher import claims, service
 from dispatcher.intake import envelope_for_payload
-from dispatcher.matching import MatchIndex
-from dispatcher.store import import_specs, load_signal_scanners
+from dispatcher.store import import_specs
 from schemas.pipeline import PipelineSpec
 from signalgen.storage import Database
 from signalgen.storage.models import Execution, Pipeline
+from tests.support.claims import T0, pipelines_and_signal
 
-T0 = datetime(2025, 1, 2, 9, 0, tzinfo=UTC)
 LEASE = timedelta(seconds=30)
-
-
-def setup(db: Database, count: int = 3) -> tuple[MatchIndex, str]:
-    specs = [
-        PipelineSpec.model_validate(
-            {
-                "owner": "u",
-                "name": f"p{n}",
-                "trigger_mode": "signal",
-                "scanner": {"tickers": ["AAPL"]},
-            }
-        )
-        for n in range(count)
-    ]
-    import_specs(db, specs, redis_url="redis://127.0.0.1:1/0")  # bump fails: logged only
-    payload = json.dumps(
-        {
-            "signal_id": str(uuid.uuid4()),
-            "signal_type": "golden_cross",
-            "tickers": ["AAPL"],
-            "bias": {},
-            "timestamp": T0.isoformat(),
-            "event_time": T0.isoformat(),
-            "source": "t",
-        }
-    )
-    return MatchIndex.build(load_signal_scanners(db)), payload
 
 
 def statuses(db: Database) -> list[str]:
@@ -56,7 +26,7 @@ def statuses(db: Database) -> list[str]:
 
 
 def test_redelivery_claims_nothing_new(sqlite_db: Database) -> None:
-    index, payload = setup(sqlite_db)
+    index, payload = pipelines_and_signal(sqlite_db)
     enqueued: list[Any] = []
     first = service.dispatch(
         envelope_for_payload(payload), db=sqlite_db, index=index, enqueue=enqueued.extend
@@ -69,7 +39,7 @@ def test_redelivery_claims_nothing_new(sqlite_db: Database) -> None:
 
 
 def test_crash_between_claim_and_enqueue_is_repaired_on_redelivery(sqlite_db: Database) -> None:
-    index, payload = setup(sqlite_db)
+    index, payload = pipelines_and_signal(sqlite_db)
 
     def broker_down(_: Any) -> None:
         raise ConnectionError("broker down")
@@ -95,7 +65,7 @@ def test_execute_runs_once_and_a_dead_runner_is_taken_over_after_its_lease(
 ) -> None:
     # PostgreSQL takes the one-statement start (`start_with_context`), SQLite the plain one.
     sqlite_db: Database = request.getfixturevalue("sqlite_db" if backend == "sqlite" else "pg_db")
-    index, payload = setup(sqlite_db, count=1)
+    index, payload = pipelines_and_signal(sqlite_db, count=1)
     enqueued: list[Any] = []
     service.dispatch(
         envelope_for_payload(payload, published_at=T0.timestamp()),
@@ -174,7 +144,7 @@ def test_periodic_slot_claimed_once_across_ticks(sqlite_db: Database) -> None:
 
 @pytest.mark.integration
 def test_start_with_context_returns_what_running_needs_once(pg_db: Database) -> None:
-    index, payload = setup(pg_db, count=2)
+    index, payload = pipelines_and_signal(pg_db, count=2)
     enqueued: list[Any] = []
     service.dispatch(
         envelope_for_payload(payload, published_at=T0.timestamp()),

@@ -4,10 +4,8 @@ what a failed send leaves (dispatcher/claims.py's module docstring gives the cra
 from __future__ import annotations
 
 import contextlib
-import json
-import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -15,44 +13,14 @@ from sqlalchemy import event, select, text
 
 from dispatcher import claims, service
 from dispatcher.intake import envelope_for_payload
-from dispatcher.matching import MatchIndex
-from dispatcher.store import import_specs, load_signal_scanners
-from schemas.pipeline import PipelineSpec
 from schemas.statuses import ExecuteResult, ExecutionStatus
 from signalgen.storage import Database
 from signalgen.storage.models import Execution
+from tests.support.claims import pipelines_and_signal
 
 pytestmark = pytest.mark.integration
 
-T0 = datetime(2025, 1, 2, 9, 0, tzinfo=UTC)
 LEASE = timedelta(seconds=30)
-
-
-def _setup(db: Database, count: int) -> tuple[MatchIndex, str]:
-    specs = [
-        PipelineSpec.model_validate(
-            {
-                "owner": "u",
-                "name": f"p{n}",
-                "trigger_mode": "signal",
-                "scanner": {"tickers": ["AAPL"]},
-            }
-        )
-        for n in range(count)
-    ]
-    import_specs(db, specs, redis_url="redis://127.0.0.1:1/0")  # bump fails: logged only
-    payload = json.dumps(
-        {
-            "signal_id": str(uuid.uuid4()),
-            "signal_type": "golden_cross",
-            "tickers": ["AAPL"],
-            "bias": {},
-            "timestamp": T0.isoformat(),
-            "event_time": T0.isoformat(),
-            "source": "t",
-        }
-    )
-    return MatchIndex.build(load_signal_scanners(db)), payload
 
 
 @contextlib.contextmanager
@@ -88,7 +56,7 @@ def _statuses(db: Database) -> list[str]:
 def test_a_signal_execution_commits_twice_synchronously_and_finishes_asynchronously(
     pg_db: Database,
 ) -> None:
-    index, payload = _setup(pg_db, count=1)
+    index, payload = pipelines_and_signal(pg_db, count=1)
     sent: list[Any] = []
     with commits(pg_db) as dispatch_commits:
         result = service.dispatch(
@@ -111,7 +79,7 @@ def test_a_signal_execution_commits_twice_synchronously_and_finishes_asynchronou
 
 
 def test_a_failed_send_leaves_the_claims_for_the_retry_to_send(pg_db: Database) -> None:
-    index, payload = _setup(pg_db, count=3)
+    index, payload = pipelines_and_signal(pg_db, count=3)
 
     def broker_down(_: Any) -> None:
         raise ConnectionError("broker down")
@@ -134,7 +102,7 @@ def test_claims_left_enqueued_by_a_crash_are_the_repair_sweeps(pg_db: Database) 
     redelivered signal claims nothing new; the repair sweep finds the rows once past grace."""
     from dispatcher.repair import stalled_executions
 
-    index, payload = _setup(pg_db, count=2)
+    index, payload = pipelines_and_signal(pg_db, count=2)
 
     class Crash(BaseException):
         """Not an Exception: the process dies, nothing after the send runs."""
