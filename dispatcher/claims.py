@@ -73,6 +73,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from schemas.statuses import STARTABLE, DispatchStatus, ExecutionStatus
+from signalgen.bus.recorder import signal_row
 from signalgen.storage import insert_ignore
 from signalgen.storage.models import Execution, Pipeline, SignalRecord, SignalTicker
 
@@ -289,20 +290,8 @@ def _record_signal(
     """Not PostgreSQL: insert the signal if absent (it may come from another publisher than
     ours), `pending` until the caller records the outcome. (inserted, the row's published_at)."""
     dialect = session.get_bind().dialect.name
-    row = {
-        "signal_id": signal.signal_id,
-        "signal_type": signal.signal_type.value,
-        "source": signal.source,
-        "tickers": list(signal.tickers),
-        "event_time": signal.event_time,
-        "created_at": signal.timestamp,
-        "recorded_at": now,
-        "payload": payload,
-        "routing_key": signal.routing_key,
-        "published_at": published_at,
-        "publish_attempts": 0,
-        "dispatch_status": DispatchStatus.PENDING.value,
-    }
+    # The outbox's row of this signal, as received and already published.
+    row = dict(signal_row(signal, now), payload=payload, published_at=published_at)
     signals = SignalRecord.__table__
     inserted = session.execute(
         insert_ignore(signals, dialect, [row], ["signal_id"]).returning(signals.c.signal_id)

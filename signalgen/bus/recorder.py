@@ -14,6 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from schemas.signal import Signal
+from schemas.statuses import DispatchStatus
 from signalgen.storage import insert_ignore
 from signalgen.storage.models import SignalRecord, SignalTicker
 
@@ -33,7 +34,7 @@ def signal_row(signal: Signal, recorded_at: datetime) -> dict[str, object]:
         "published_at": None,
         "publish_attempts": 0,
         "last_publish_error": None,
-        "dispatch_status": "pending",
+        "dispatch_status": DispatchStatus.PENDING.value,
     }
 
 
