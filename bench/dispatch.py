@@ -10,12 +10,10 @@
    the same worker just before (its task-started event); goal p99 <= 3x the no-op's p99.
    Both paths are warmed up alike (20 messages each) before either is measured.
 
-   What sets the tail on this 2-core VM: PostgreSQL's WAL fsync. A signal commits four times
-   (claims, enqueued, start, finish) and a no-op task never; the slowest signals come in
-   clusters where all three stages slow at once. Five runs with `synchronous_commit = on` (as
-   shipped): p99 9.1-16.5 ms, 2.40-5.07x the no-op's; three runs with it off (diagnosis only,
-   `ALTER SYSTEM`, reset afterwards): p99 7.8-9.7 ms, 2.05-2.71x. We keep synchronous commits:
-   a claim or a `finish` lost to a crash is a second run of a pipeline.
+   What sets the tail on this 2-core VM: PostgreSQL's WAL fsync and the host's own noise. A
+   signal's execution commits three times, two of them waiting for the disk (the claims,
+   born `enqueued`; `start`) and `finish` asynchronously (dispatcher/claims.py gives the crash
+   argument for each); a no-op task never commits. Results: docs/performance.md.
 
 Needs Redis and PostgreSQL: BENCH_REDIS_URL (default: a free db 1..15 on 127.0.0.1:6379, locked
 the way the tests lock theirs), BENCH_PG_ADMIN_URL (default postgres@127.0.0.1:5432/postgres;
