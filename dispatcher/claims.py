@@ -73,7 +73,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from schemas.statuses import STARTABLE, DispatchStatus, ExecutionStatus
-from signalgen.bus.recorder import signal_row
+from signalgen.bus.recorder import signal_row, stored_payload
 from signalgen.storage import insert_ignore
 from signalgen.storage.models import Execution, Pipeline, SignalRecord, SignalTicker
 
@@ -291,7 +291,7 @@ def _record_signal(
     ours), `pending` until the caller records the outcome. (inserted, the row's published_at)."""
     dialect = session.get_bind().dialect.name
     # The outbox's row of this signal, as received and already published.
-    row = dict(signal_row(signal, now), payload=payload, published_at=published_at)
+    row = dict(signal_row(signal, now, payload), published_at=published_at)
     signals = SignalRecord.__table__
     inserted = session.execute(
         insert_ignore(signals, dialect, [row], ["signal_id"]).returning(signals.c.signal_id)
@@ -449,11 +449,7 @@ def start_with_context(
         if taken is None:
             return None
         pipeline = session.get(Pipeline, taken.pipeline_id)
-        payload = None
-        if taken.signal_id is not None:
-            payload = session.execute(
-                select(SignalRecord.payload).where(SignalRecord.signal_id == taken.signal_id)
-            ).scalar_one_or_none()
+        payload = stored_payload(session, taken.signal_id) if taken.signal_id is not None else None
         if pipeline is None:
             return StartedWith(taken, None, {}, False, payload)
         return StartedWith(

@@ -7,6 +7,7 @@ actually inserted the row gets the signal back, and only returned signals are pu
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 
@@ -19,8 +20,18 @@ from signalgen.storage import insert_ignore
 from signalgen.storage.models import SignalRecord, SignalTicker
 
 
-def signal_row(signal: Signal, recorded_at: datetime) -> dict[str, object]:
-    """The `signals` row of a signal, unpublished (the outbox state)."""
+def stored_payload(session: Session, signal_id: uuid.UUID) -> str | None:
+    """The JSON a recorded signal was published as (None if the signal is not recorded)."""
+    return session.execute(
+        select(SignalRecord.payload).where(SignalRecord.signal_id == signal_id)
+    ).scalar_one_or_none()
+
+
+def signal_row(
+    signal: Signal, recorded_at: datetime, payload: str | None = None
+) -> dict[str, object]:
+    """The `signals` row of a signal, unpublished (the outbox state); `payload` is the JSON as
+    received when the signal came from another publisher (default: ours)."""
     return {
         "signal_id": signal.signal_id,
         "signal_type": signal.signal_type.value,
@@ -29,7 +40,7 @@ def signal_row(signal: Signal, recorded_at: datetime) -> dict[str, object]:
         "event_time": signal.event_time,
         "created_at": signal.timestamp,
         "recorded_at": recorded_at,
-        "payload": signal.to_json(),
+        "payload": signal.to_json() if payload is None else payload,
         "routing_key": signal.routing_key,
         "published_at": None,
         "publish_attempts": 0,

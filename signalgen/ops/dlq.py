@@ -33,9 +33,10 @@ from typing import Any
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
+from signalgen.bus.recorder import stored_payload
 from signalgen.logs import log_event, redact
 from signalgen.storage import Database
-from signalgen.storage.models import DeadLetter, Execution, SignalRecord
+from signalgen.storage.models import DeadLetter, Execution
 
 logger = logging.getLogger("signalgen.ops.dlq")
 
@@ -176,11 +177,7 @@ def dead_letter_failed_execution(db: Database, execution_id: int) -> bool:
         ).first()
         if row is None or row.status != "failed":
             return False
-        payload = None
-        if row.signal_id is not None:
-            payload = session.execute(
-                select(SignalRecord.payload).where(SignalRecord.signal_id == row.signal_id)
-            ).scalar_one_or_none()
+        payload = stored_payload(session, row.signal_id) if row.signal_id is not None else None
         if payload is None:
             payload = json.dumps(
                 {

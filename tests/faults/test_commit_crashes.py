@@ -17,7 +17,6 @@ side-effect counter of tests/faults/harness.py).
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sys
@@ -132,31 +131,20 @@ STEPS = [
 
 @pytest.fixture
 def env(tmp_path: Path, pg_db: Database, redis_url: str, redis_client: object) -> dict[str, str]:
-    from tests.support.processes import service_env
+    from tests.support.processes import bus_env
 
-    (tmp_path / "generators.json").write_text(json.dumps({"generators": {}}))
-    (tmp_path / "watchlist.json").write_text(json.dumps({"tickers": [TICKER]}))
-    values = service_env(
-        BROKER_URL=redis_url,
-        REDIS_URL=redis_url,
-        DATABASE_URL=pg_db.url,
-        GENERATORS_CONFIG_PATH=str(tmp_path / "generators.json"),
-        WATCHLIST_CONFIG_PATH=str(tmp_path / "watchlist.json"),
+    return bus_env(
+        tmp_path,
+        redis_url=redis_url,
+        database_url=pg_db.url,
+        tickers=[TICKER],
+        drop=("BEAT_LOCK", CRASH_ENV),
         LOG_FORMAT="json",
         EXECUTION_LEASE_SECONDS="3",
         CLAIMED_GRACE_SECONDS="2",
         REPAIR_GRACE_SECONDS="3",
         REPAIR_INTERVAL_SECONDS="1",
     )
-    for name in (
-        "MOCK_GENERATOR_INTERVAL_SECONDS",
-        "GOLDEN_CROSS_CHECK_INTERVAL_SECONDS",
-        "FINNHUB_API_KEY",
-        "BEAT_LOCK",
-        CRASH_ENV,
-    ):
-        values.pop(name, None)
-    return values
 
 
 @pytest.fixture

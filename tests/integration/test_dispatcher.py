@@ -29,7 +29,7 @@ from schemas.signal import Signal
 from signalgen.bus.topology import DISPATCH_INTAKE_QUEUE, SIGNAL_EXCHANGE
 from signalgen.storage import Database
 from signalgen.storage.models import DeadLetter, Execution, SignalRecord
-from tests.support.processes import CeleryProcess, service_env, start_worker
+from tests.support.processes import CeleryProcess, bus_env, start_worker
 from tests.support.wait import wait_until
 
 pytestmark = [
@@ -160,34 +160,17 @@ def reference_pairs(
 def dispatch_env(
     tmp_path: Path, pg_db: Database, redis_url: str, redis_client: object
 ) -> dict[str, str]:
-    (tmp_path / "generators.json").write_text(
-        json.dumps(
-            {
-                "generators": {
-                    "mock_generator": {"type": "mock", "enabled": False, "interval_seconds": 60}
-                }
-            }
-        )
-    )
-    (tmp_path / "watchlist.json").write_text(json.dumps({"tickers": WATCHLIST}))
-    env = service_env(
-        BROKER_URL=redis_url,
-        REDIS_URL=redis_url,
-        DATABASE_URL=pg_db.url,
-        GENERATORS_CONFIG_PATH=str(tmp_path / "generators.json"),
-        WATCHLIST_CONFIG_PATH=str(tmp_path / "watchlist.json"),
+    return bus_env(
+        tmp_path,
+        redis_url=redis_url,
+        database_url=pg_db.url,
+        tickers=WATCHLIST,
+        generators={"mock_generator": {"type": "mock", "enabled": False, "interval_seconds": 60}},
         EXECUTION_LEASE_SECONDS="4",
         CLAIMED_GRACE_SECONDS="2",
         REPAIR_GRACE_SECONDS="3",
         REPAIR_INTERVAL_SECONDS="1",
     )
-    for name in (
-        "MOCK_GENERATOR_INTERVAL_SECONDS",
-        "GOLDEN_CROSS_CHECK_INTERVAL_SECONDS",
-        "FINNHUB_API_KEY",
-    ):
-        env.pop(name, None)
-    return env
 
 
 @pytest.fixture

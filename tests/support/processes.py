@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -19,6 +20,43 @@ def service_env(**overrides: str) -> dict[str, str]:
     env.setdefault("LOG_LEVEL", "INFO")
     env["PYTHONUNBUFFERED"] = "1"
     env.update(overrides)
+    return env
+
+
+#: Variables of the developer's or CI's environment that would change what a bus test's
+#: workers generate: a test that wants them sets them itself.
+GENERATION_VARIABLES = (
+    "MOCK_GENERATOR_INTERVAL_SECONDS",
+    "GOLDEN_CROSS_CHECK_INTERVAL_SECONDS",
+    "FINNHUB_API_KEY",
+)
+
+
+def bus_env(
+    tmp_path: Path,
+    *,
+    redis_url: str,
+    database_url: str,
+    tickers: list[str],
+    generators: dict[str, object] | None = None,
+    drop: tuple[str, ...] = (),
+    **overrides: str,
+) -> dict[str, str]:
+    """A worker's environment on Redis and `database_url`, with its generators and watchlist
+    written under `tmp_path` (no generator unless given), the generation variables of this
+    environment and `drop` removed, and `overrides` set."""
+    (tmp_path / "generators.json").write_text(json.dumps({"generators": generators or {}}))
+    (tmp_path / "watchlist.json").write_text(json.dumps({"tickers": tickers}))
+    env = service_env(
+        BROKER_URL=redis_url,
+        REDIS_URL=redis_url,
+        DATABASE_URL=database_url,
+        GENERATORS_CONFIG_PATH=str(tmp_path / "generators.json"),
+        WATCHLIST_CONFIG_PATH=str(tmp_path / "watchlist.json"),
+        **overrides,
+    )
+    for name in (*GENERATION_VARIABLES, *drop):
+        env.pop(name, None)
     return env
 
 
