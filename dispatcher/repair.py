@@ -16,7 +16,7 @@ Both are idempotent by construction: a second dispatch finds its claims taken, a
 positive (a message merely queued behind a backlog) costs one extra message, never a second run.
 Each row is re-sent at most once per `grace`: the sweep stamps `dispatched_at` (signals) or
 `enqueued_at` (executions) when it re-sends. And nothing is re-sent while the queues that would
-hold its message have a backlog (more than `max_backlog` messages): the message is then most
+hold its message have a backlog (more than `REPAIR_MAX_BACKLOG` messages): the message is then most
 likely still queued, and copies would only deepen the backlog. (The soak found this: with a
 backlog past the grace, every sweep re-dispatched 500 signals still queued, and the dispatch
 queue grew to twice the signals published.) A lost message is re-sent once the queue drains.
@@ -35,7 +35,7 @@ from sqlalchemy import and_, or_, select, update
 from dispatcher.intake import envelope_for_payload
 from schemas.statuses import DispatchStatus, ExecutionStatus
 from signalgen.logs import log_event
-from signalgen.settings import RepairSettings
+from signalgen.settings import Settings
 from signalgen.storage import Database
 from signalgen.storage.models import Execution, SignalRecord
 
@@ -113,18 +113,22 @@ def repair(
     send_dispatch: SendDispatch,
     enqueue: Enqueue,
     now: datetime,
-    settings: RepairSettings,
+    settings: Settings,
     backlog: Backlog | None = None,
 ) -> RepairResult:
     """Re-send stalled signals and executions (see the module doc). Raises on an outage; the
     caller retries, and nothing is stamped for what was not sent."""
     deferred: list[str] = []
     signals: list[tuple[Any, str, datetime | None]] = []
-    if backlog is not None and backlog(DISPATCH_QUEUES) > settings.max_backlog:
+    if backlog is not None and backlog(DISPATCH_QUEUES) > settings.repair_max_backlog:
         deferred.append("signals")
     else:
         signals = stalled_signals(
-            db, now=now, grace=settings.grace, horizon=settings.horizon, limit=settings.batch
+            db,
+            now=now,
+            grace=settings.repair_grace,
+            horizon=settings.repair_horizon,
+            limit=settings.repair_batch,
         )
     for signal_id, payload, published_at in signals:
         send_dispatch(
@@ -142,10 +146,12 @@ def repair(
                 .values(dispatched_at=now)
             )
     executions: list[int] = []
-    if backlog is not None and backlog(EXECUTE_QUEUES) > settings.max_backlog:
+    if backlog is not None and backlog(EXECUTE_QUEUES) > settings.repair_max_backlog:
         deferred.append("executions")
     else:
-        executions = stalled_executions(db, now=now, grace=settings.grace, limit=settings.batch)
+        executions = stalled_executions(
+            db, now=now, grace=settings.repair_grace, limit=settings.repair_batch
+        )
     if executions:
         enqueue([(execution_id, None) for execution_id in executions])
         with db.session() as session:

@@ -13,16 +13,15 @@ from dispatcher.store import (
     redis_version_reader,
     signal_pipelines_fingerprint,
 )
-from signalgen.settings import DispatcherSettings, Settings, get_settings
+from signalgen.settings import Settings, get_settings
 from signalgen.storage import Database, get_database
 
-__all__ = ["DispatcherResources", "DispatcherSettings", "build", "get_resources", "warm_up"]
+__all__ = ["DispatcherResources", "build", "get_resources", "warm_up"]
 
 
 @dataclass
 class DispatcherResources:
     settings: Settings
-    tuning: DispatcherSettings
     db: Database
     index: IndexCache
 
@@ -35,7 +34,6 @@ def _watchlist(settings: Settings) -> tuple[str, ...]:
 
 def build() -> DispatcherResources:
     settings = get_settings()
-    tuning = DispatcherSettings(settings)
     db = get_database(settings.database_url)
     index = IndexCache(
         load=lambda: load_signal_pipelines(db),
@@ -44,10 +42,10 @@ def build() -> DispatcherResources:
         read_changes=redis_change_reader(settings.effective_redis_url),
         fingerprint=lambda: signal_pipelines_fingerprint(db),
         watchlist=lambda: _watchlist(settings),
-        check_interval=tuning.index_check_seconds,
-        max_age=tuning.index_max_age_seconds,
+        check_interval=settings.pipeline_index_check_seconds,
+        max_age=settings.pipeline_index_max_age_seconds,
     )
-    return DispatcherResources(settings, tuning, db, index)
+    return DispatcherResources(settings, db, index)
 
 
 _resources: dict[int, DispatcherResources] = {}

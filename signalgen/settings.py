@@ -2,10 +2,9 @@
 
 Read once per process through `get_settings()` (`reset_settings()` makes the next call read the
 environment again, for tests that change it). Nothing set at all is a valid configuration: the
-embedded default (SQLite file, local Redis) used by `signalgen dev`.
-
-Groups of variables that had their own settings class keep their short names through a
-`SettingsView`: `DispatcherSettings`, `RepairSettings`, `ApiSettings`.
+embedded default (SQLite file, local Redis) used by `signalgen dev`. The durations the
+dispatcher and the repair sweep compute with are also there as `timedelta` properties
+(`execution_lease`, `repair_grace`, ...).
 
 The README's configuration table and docs/configuration.md are generated from this class:
 `python -m signalgen.settings --write` rewrites them, `--markdown` prints the full table
@@ -19,22 +18,10 @@ import functools
 import re
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from types import NoneType, UnionType
-from typing import (
-    Any,
-    ClassVar,
-    Generic,
-    Literal,
-    TypeVar,
-    Union,
-    cast,
-    get_args,
-    get_origin,
-    overload,
-)
+from typing import Any, Literal, Union, get_args, get_origin, overload
 
 import annotated_types
 from pydantic import (
@@ -50,8 +37,6 @@ from pydantic_core import PydanticUseDefault
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from signalgen.paths import CONFIG_DIR, PROJECT_ROOT
-
-T = TypeVar("T")
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 #: Broker schemes that are not Redis: with one of these, REDIS_URL must be set (no silent default).
@@ -76,6 +61,22 @@ def _doc(*, default: str | None = None, main: bool = False) -> dict[str, Any]:
     return extra
 
 
+class _Duration:
+    """A read-only `Settings` attribute: the seconds field `field` as a `timedelta`."""
+
+    def __init__(self, field: str) -> None:
+        self.field = field
+
+    @overload
+    def __get__(self, settings: None, owner: object = None) -> _Duration: ...
+    @overload
+    def __get__(self, settings: Settings, owner: object = None) -> timedelta: ...
+    def __get__(self, settings: Settings | None, owner: object = None) -> timedelta | _Duration:
+        if settings is None:  # on the class: the descriptor itself
+            return self
+        return timedelta(seconds=getattr(settings, self.field))
+
+
 class Settings(BaseSettings):
     """Environment configuration. Unknown variables are ignored, bad values refused.
 
@@ -84,7 +85,11 @@ class Settings(BaseSettings):
     """
 
     model_config = SettingsConfigDict(
-        env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+        ignored_types=(_Duration,),
     )
 
     # Connections
@@ -297,7 +302,7 @@ class Settings(BaseSettings):
         description="a Redis marker per schedule slot: each slot sent once across beats, restarts",
     )
 
-    # Dispatcher (DispatcherSettings)
+    # Dispatcher
     execution_lease_seconds: float = Field(
         default=900.0,
         gt=0,
@@ -329,7 +334,7 @@ class Settings(BaseSettings):
         ),
     )
 
-    # Repair (RepairSettings)
+    # Repair
     repair_interval_seconds: float = Field(
         default=60.0,
         gt=0,
@@ -396,7 +401,7 @@ class Settings(BaseSettings):
         ),
     )
 
-    # HTTP API (ApiSettings)
+    # HTTP API
     api_rate_limit: int = Field(
         default=600,
         ge=1,
@@ -537,6 +542,13 @@ class Settings(BaseSettings):
             )
         return self
 
+    # Seconds as durations, for the code that computes with datetimes
+    execution_lease = _Duration("execution_lease_seconds")
+    claimed_grace = _Duration("claimed_grace_seconds")
+    repair_grace = _Duration("repair_grace_seconds")
+    repair_horizon = _Duration("repair_horizon_seconds")
+    outbox_sweep_age = _Duration("outbox_sweep_age_seconds")
+
     @property
     def effective_redis_url(self) -> str:
         """Redis for the shared rate limiter, counters and index versions: REDIS_URL, else the
@@ -571,112 +583,6 @@ def _variable(info: FieldInfo) -> str:
     if not isinstance(alias, str):
         raise TypeError(f"every Settings field names its variable in validation_alias: {info}")
     return alias
-
-
-# Groups of settings under their readers' short names
-
-
-@dataclass(frozen=True, init=False, repr=False)
-class SettingsView:
-    """Some `Settings` fields under short names (the group's own settings class before there
-    was one `Settings`). `View()` is a view of `get_settings()`; `View(settings)` of that object;
-    `View(NAME=value, ...)` of a `Settings` read now with these overrides, by variable or short
-    name (validated like the variables)."""
-
-    #: short name -> Settings field name (filled by each `Alias` of the class)
-    short_names: ClassVar[Mapping[str, str]] = {}
-
-    settings: Settings
-
-    def __init__(self, settings: Settings | None = None, /, **overrides: Any) -> None:
-        if overrides:
-            if settings is not None:
-                raise TypeError("give a Settings or overrides, not both")
-            fields = Settings.model_fields
-            values: dict[str, Any] = {}
-            for key, value in overrides.items():
-                name = self.short_names.get(key, key.lower())
-                if name not in fields:
-                    raise TypeError(f"{type(self).__name__}: unknown setting {key!r}")
-                values[_variable(fields[name])] = value
-            settings = Settings(**values)
-        object.__setattr__(self, "settings", get_settings() if settings is None else settings)
-
-    def __repr__(self) -> str:
-        values = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.short_names)
-        return f"{type(self).__name__}({values})"
-
-
-class Alias(Generic[T]):
-    """A view's attribute that is one `Settings` field: `grace_seconds =
-    Alias[float]("repair_grace_seconds")`."""
-
-    def __init__(self, field: str) -> None:
-        if field not in Settings.model_fields:
-            raise ValueError(f"Settings has no field {field!r}")
-        self.field = field
-
-    def __set_name__(self, owner: type[SettingsView], name: str) -> None:
-        owner.short_names = {**owner.short_names, name: self.field}
-
-    @overload
-    def __get__(self, view: None, owner: object = None) -> Alias[T]: ...
-    @overload
-    def __get__(self, view: SettingsView, owner: object = None) -> T: ...
-    def __get__(self, view: SettingsView | None, owner: object = None) -> T | Alias[T]:
-        if view is None:  # on the class: the descriptor itself
-            return self
-        return self.read(view.settings)
-
-    def read(self, settings: Settings) -> T:
-        return cast(T, getattr(settings, self.field))
-
-
-class Duration(Alias[timedelta]):
-    """A view's attribute that is a seconds field as a `timedelta` (not a short name)."""
-
-    def __set_name__(self, owner: type[SettingsView], name: str) -> None:
-        pass
-
-    def read(self, settings: Settings) -> timedelta:
-        return timedelta(seconds=getattr(settings, self.field))
-
-
-class DispatcherSettings(SettingsView):
-    """Dispatcher tuning (EXECUTION_LEASE_SECONDS, CLAIMED_GRACE_SECONDS, PIPELINE_INDEX_*);
-    `dispatcher.runtime` hands it to tasks as `resources.tuning`."""
-
-    execution_lease_seconds = Alias[float]("execution_lease_seconds")
-    claimed_grace_seconds = Alias[float]("claimed_grace_seconds")
-    index_check_seconds = Alias[float]("pipeline_index_check_seconds")
-    index_max_age_seconds = Alias[float]("pipeline_index_max_age_seconds")
-    lease = Duration("execution_lease_seconds")
-    claimed_grace = Duration("claimed_grace_seconds")
-
-
-class RepairSettings(SettingsView):
-    """Repair tuning (REPAIR_*, OUTBOX_SWEEP_AGE_SECONDS)."""
-
-    interval_seconds = Alias[float]("repair_interval_seconds")
-    grace_seconds = Alias[float]("repair_grace_seconds")
-    horizon_seconds = Alias[float]("repair_horizon_seconds")
-    outbox_age_seconds = Alias[float]("outbox_sweep_age_seconds")
-    batch = Alias[int]("repair_batch")
-    max_backlog = Alias[int]("repair_max_backlog")
-    grace = Duration("repair_grace_seconds")
-    horizon = Duration("repair_horizon_seconds")
-    outbox_age = Duration("outbox_sweep_age_seconds")
-
-
-class ApiSettings(SettingsView):
-    """HTTP API limits (API_*, AUTH_FAILURE*)."""
-
-    rate_limit = Alias[int]("api_rate_limit")
-    rate_window_seconds = Alias[int]("api_rate_window_seconds")
-    key_cache_seconds = Alias[float]("api_key_cache_seconds")
-    auth_failures_per_address = Alias[int]("auth_failures_per_address")
-    auth_failures_per_key = Alias[int]("auth_failures_per_key")
-    auth_failure_window_seconds = Alias[int]("auth_failure_window_seconds")
 
 
 # The docs, generated

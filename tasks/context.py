@@ -8,7 +8,7 @@ What it holds, each built once per process:
 
 - `generation`: the generate flow's resources (settings, database, signal publisher, market-data
   source, bar store; `signalgen.runtime`), built at once at start-up;
-- `dispatcher`: the dispatcher's (database, tuning, pipeline match index;
+- `dispatcher`: the dispatcher's (database, settings, pipeline match index;
   `dispatcher.runtime.build`), built and warmed in the background (`warm_up`): a child must
   report ready within `worker_proc_alive_timeout`, so a slow database must not hold it; a task
   arriving first waits on the same lock and builds it, as it would have without the warm-up;

@@ -28,7 +28,7 @@ def execute(self: PolicyTask, execution_id: int, published_at: float | None = No
         int(execution_id),
         published_at,
         db=resources.db,
-        lease=resources.tuning.lease,
+        lease=resources.settings.execution_lease,
         send_task=app.send_task,
     )
 
@@ -43,7 +43,7 @@ def fire_periodic(self: PolicyTask) -> dict[str, Any]:
         db=resources.db,
         enqueue=_enqueue_executions(self.request.id, self.request.root_id),
         now=datetime.now(UTC),
-        lease=resources.tuning.lease,
-        claimed_grace=resources.tuning.claimed_grace,
+        lease=resources.settings.execution_lease,
+        claimed_grace=resources.settings.claimed_grace,
     )
     return result.as_dict()

@@ -24,11 +24,11 @@ if TYPE_CHECKING:
 def repair(self: PolicyTask) -> dict[str, Any]:
     """One sweep; an outage raises and is retried with back-off (the next tick also comes)."""
     from dispatcher import repair as repairing
-    from signalgen.settings import RepairSettings
+    from signalgen.settings import get_settings
 
-    settings = RepairSettings()
+    settings = get_settings()
     generation = self.ctx.generation  # the dispatcher's match index is not needed here
-    outbox = _publish_outbox(generation, older_than=settings.outbox_age)
+    outbox = _publish_outbox(generation, older_than=settings.outbox_sweep_age)
     result = repairing.repair(
         db=generation.database,
         send_dispatch=_send_dispatch,

@@ -210,6 +210,6 @@ def build_beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
 
 
 def _repair_interval() -> float:
-    from signalgen.settings import RepairSettings
+    from signalgen.settings import get_settings
 
-    return RepairSettings().interval_seconds
+    return get_settings().repair_interval_seconds

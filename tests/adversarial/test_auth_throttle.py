@@ -27,7 +27,7 @@ from signalgen.bus import KombuPublisher
 from signalgen.ingress.webhooks import sign
 from signalgen.interfaces.http.app import create_app
 from signalgen.interfaces.http.auth import revoke_key
-from signalgen.settings import ApiSettings
+from signalgen.settings import Settings
 from signalgen.storage import Database
 from tests.integration.test_http_api import add_users
 from tests.support.api_server import running_server
@@ -80,12 +80,12 @@ def serve(pg_db: Database, redis_url: str, redis_client: Any) -> Iterator[Any]:
                     }
                 }
             ),
-            api_settings=ApiSettings(
-                rate_limit=1_000_000,
-                key_cache_seconds=0,  # every request authenticates: the throttle path each time
-                auth_failures_per_address=per_address,
-                auth_failures_per_key=per_key,
-                auth_failure_window_seconds=window,
+            api_settings=Settings(
+                API_RATE_LIMIT=1_000_000,
+                API_KEY_CACHE_SECONDS=0,  # every request authenticates: the throttle path each time
+                AUTH_FAILURES_PER_ADDRESS=per_address,
+                AUTH_FAILURES_PER_KEY=per_key,
+                AUTH_FAILURE_WINDOW_SECONDS=window,
             ),
         )
         server = running_server(app)

@@ -31,7 +31,7 @@ from signalgen.bus import KombuPublisher
 from signalgen.ingress.webhooks import sign
 from signalgen.interfaces.http.app import create_app
 from signalgen.interfaces.http.queries import encode_cursor
-from signalgen.settings import ApiSettings
+from signalgen.settings import Settings
 from signalgen.storage import Database
 from signalgen.storage.models import Bar, Execution, SignalRecord
 from tests.integration.test_http_api import add_users, make_signal, store_signals
@@ -82,7 +82,7 @@ def serve(pg_db: Database, redis_url: str, redis_client: Any) -> Iterator[Any]:
             broker_url=redis_url,
             publisher=KombuPublisher(redis_url),
             webhooks_config=webhooks(**bounds),
-            api_settings=ApiSettings(rate_limit=1_000_000),
+            api_settings=Settings(API_RATE_LIMIT=1_000_000),
         )
         server = running_server(app)
         servers.append(server)

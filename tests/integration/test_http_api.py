@@ -28,7 +28,7 @@ from signalgen.bus.recorder import record_signals
 from signalgen.config.operations import OperationsConfig, Quotas
 from signalgen.interfaces.http.app import create_app
 from signalgen.interfaces.http.auth import add_user, create_key, revoke_key
-from signalgen.settings import ApiSettings
+from signalgen.settings import Settings
 from signalgen.storage import Database
 from signalgen.storage.models import Execution, Pipeline
 from tests.support.api_server import running_server
@@ -84,10 +84,10 @@ def serve(pg_db: Database, redis_url: str, redis_client: Any) -> Iterator[Any]:
             app = create_app(
                 database=pg_db,
                 redis_url=redis_url,
-                api_settings=ApiSettings(
-                    rate_limit=rate_limit,
-                    rate_window_seconds=window,
-                    key_cache_seconds=key_cache_seconds,
+                api_settings=Settings(
+                    API_RATE_LIMIT=rate_limit,
+                    API_RATE_WINDOW_SECONDS=window,
+                    API_KEY_CACHE_SECONDS=key_cache_seconds,
                 ),
                 # Tests here write faster than a user may (tests/adversarial/test_quotas.py).
                 operations_config=OperationsConfig(quotas=Quotas(api_writes_per_minute=None)),

@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, example, given, settings
 from signalgen.config.operations import OperationsConfig, Quotas
 from signalgen.interfaces.http.app import create_app
 from signalgen.interfaces.http.auth import add_user, create_key
-from signalgen.settings import ApiSettings
+from signalgen.settings import Settings
 from signalgen.storage import Database
 from signalgen.storage.models import Execution
 from tests.integration.test_http_api import make_signal, store_signals
@@ -45,7 +45,7 @@ def served(pg_db: Database, redis_url: str, redis_client: Any) -> Iterator[tuple
         database=pg_db,
         redis_url=redis_url,
         broker_url=redis_url,
-        api_settings=ApiSettings(rate_limit=1_000_000),
+        api_settings=Settings(API_RATE_LIMIT=1_000_000),
         # Every example must reach the handler, not stop at the per-minute write quota.
         operations_config=OperationsConfig(quotas=Quotas(api_writes_per_minute=None)),
     )
@@ -139,7 +139,7 @@ def hostile_service(
                 }
             }
         ),
-        api_settings=ApiSettings(rate_limit=1_000_000),
+        api_settings=Settings(API_RATE_LIMIT=1_000_000),
         # Hundreds of writes in a few seconds: the write quota is another test's subject.
         operations_config=OperationsConfig(quotas=Quotas(api_writes_per_minute=None)),
     )

@@ -8,12 +8,12 @@ from typing import Any
 from sqlalchemy import update
 
 from dispatcher.repair import repair
-from signalgen.settings import RepairSettings
+from signalgen.settings import Settings
 from signalgen.storage import Database
 from signalgen.storage.models import Execution, SignalRecord
 from tests.support.ops import T0, add_execution, add_pipeline, make_signal, record
 
-SETTINGS = RepairSettings(REPAIR_GRACE_SECONDS=60, REPAIR_HORIZON_SECONDS=86400)
+SETTINGS = Settings(REPAIR_GRACE_SECONDS=60, REPAIR_HORIZON_SECONDS=86400)
 
 
 def _setup(db: Database) -> tuple[Any, int]:

@@ -1,5 +1,5 @@
 """The one `Settings`: every variable the code reads is declared there (or named below as
-deliberately not a setting), its views read the same object, the cache resets for tests."""
+deliberately not a setting), its durations are its seconds, the cache resets for tests."""
 
 from __future__ import annotations
 
@@ -14,9 +14,6 @@ from pydantic import ValidationError
 
 from signalgen.paths import CONFIG_DIR, PROJECT_ROOT
 from signalgen.settings import (
-    ApiSettings,
-    DispatcherSettings,
-    RepairSettings,
     Settings,
     get_settings,
     reset_settings,
@@ -126,7 +123,7 @@ def test_every_setting_is_read_somewhere() -> None:
         if path != PROJECT_ROOT / "signalgen" / "settings.py"
     )
     views = (PROJECT_ROOT / "signalgen" / "settings.py").read_text(encoding="utf-8")
-    views = views[views.index("class SettingsView") :]
+    views = views[views.index("# Seconds as durations") :]
     unread = [
         name
         for name in Settings.model_fields
@@ -166,89 +163,83 @@ def test_get_settings_is_read_once_and_reset_reads_again(fresh: pytest.MonkeyPat
     assert get_settings().market_calendar == "24/7"
 
 
-def test_dispatcher_settings_view_the_one_settings(fresh: pytest.MonkeyPatch) -> None:
-    tuning = DispatcherSettings()
-    assert tuning.settings is get_settings()
-    assert (tuning.execution_lease_seconds, tuning.claimed_grace_seconds) == (900.0, 60.0)
-    assert (tuning.index_check_seconds, tuning.index_max_age_seconds) == (1.0, 60.0)
-    assert tuning.lease == timedelta(seconds=900) and tuning.claimed_grace == timedelta(seconds=60)
+def test_durations_are_the_seconds_settings(fresh: pytest.MonkeyPatch) -> None:
+    settings = get_settings()
+    assert (settings.execution_lease_seconds, settings.claimed_grace_seconds) == (900.0, 60.0)
+    assert (settings.pipeline_index_check_seconds, settings.pipeline_index_max_age_seconds) == (
+        1.0,
+        60.0,
+    )
+    assert settings.execution_lease == timedelta(seconds=900)
+    assert settings.claimed_grace == timedelta(seconds=60)
 
     fresh.setenv("EXECUTION_LEASE_SECONDS", "120")
     fresh.setenv("PIPELINE_INDEX_MAX_AGE_SECONDS", "5")
     reset_settings()
-    tuning = DispatcherSettings()
-    assert tuning.lease == timedelta(seconds=120) and tuning.index_max_age_seconds == 5.0
+    settings = get_settings()
+    assert settings.execution_lease == timedelta(seconds=120)
+    assert settings.pipeline_index_max_age_seconds == 5.0
 
 
-def test_views_take_overrides_by_variable_or_short_name(fresh: pytest.MonkeyPatch) -> None:
-    repair = RepairSettings(REPAIR_GRACE_SECONDS=60, horizon_seconds=3600)
-    assert (repair.grace, repair.horizon) == (timedelta(seconds=60), timedelta(hours=1))
-    assert (repair.batch, repair.max_backlog, repair.outbox_age_seconds) == (500, 100, 30.0)
-    assert repair.settings is not get_settings()  # its own, the process's untouched
+def test_overrides_by_variable_name(fresh: pytest.MonkeyPatch) -> None:
+    repair = Settings(REPAIR_GRACE_SECONDS=60, REPAIR_HORIZON_SECONDS=3600)
+    assert (repair.repair_grace, repair.repair_horizon) == (
+        timedelta(seconds=60),
+        timedelta(hours=1),
+    )
+    assert (repair.repair_batch, repair.repair_max_backlog, repair.outbox_sweep_age_seconds) == (
+        500,
+        100,
+        30.0,
+    )
+    assert repair is not get_settings()  # its own, the process's untouched
     assert get_settings().repair_grace_seconds == 300.0
 
-    api = ApiSettings(rate_limit=1_000_000, auth_failure_window_seconds=3600)
-    assert (api.rate_limit, api.auth_failure_window_seconds, api.rate_window_seconds) == (
+    api = Settings(API_RATE_LIMIT=1_000_000, AUTH_FAILURE_WINDOW_SECONDS=3600)
+    assert (api.api_rate_limit, api.auth_failure_window_seconds, api.api_rate_window_seconds) == (
         1_000_000,
         3600,
         60,
     )
     with pytest.raises(ValidationError, match="API_KEY_CACHE_SECONDS"):
-        ApiSettings(key_cache_seconds=5)  # limits as for the variable
-    with pytest.raises(TypeError, match="unknown setting 'rate'"):
-        ApiSettings(rate=1)
-    with pytest.raises(TypeError):
-        RepairSettings(get_settings(), batch=1)
-    with pytest.raises(AttributeError):
-        repair.settings = get_settings()  # type: ignore[misc]
+        Settings(API_KEY_CACHE_SECONDS=5)  # limits as for the variable
+    with pytest.raises(ValidationError):
+        repair.repair_batch = 1  # type: ignore[misc]
 
 
-#: The values the replaced RepairSettings/ApiSettings classes had by default, and with every
-#: variable set: the views must read the environment to the same values.
-VIEW_DEFAULTS = {
-    "interval_seconds": 60.0,
-    "grace_seconds": 300.0,
-    "horizon_seconds": 86400.0,
-    "outbox_age_seconds": 30.0,
-    "batch": 500,
-    "max_backlog": 100,
-    "rate_limit": 600,
-    "rate_window_seconds": 60,
-    "key_cache_seconds": 1.0,
-    "auth_failures_per_address": 20,
-    "auth_failures_per_key": 20,
-    "auth_failure_window_seconds": 60,
-}
-VIEW_ENVIRON = {
-    "REPAIR_INTERVAL_SECONDS": ("15", "interval_seconds", 15.0),
-    "REPAIR_GRACE_SECONDS": ("90", "grace_seconds", 90.0),
-    "REPAIR_HORIZON_SECONDS": ("7200", "horizon_seconds", 7200.0),
-    "OUTBOX_SWEEP_AGE_SECONDS": ("5", "outbox_age_seconds", 5.0),
-    "REPAIR_BATCH": ("50", "batch", 50),
-    "REPAIR_MAX_BACKLOG": ("0", "max_backlog", 0),
-    "API_RATE_LIMIT": ("7", "rate_limit", 7),
-    "API_RATE_WINDOW_SECONDS": ("10", "rate_window_seconds", 10),
-    "API_KEY_CACHE_SECONDS": ("0", "key_cache_seconds", 0.0),
-    "AUTH_FAILURES_PER_ADDRESS": ("3", "auth_failures_per_address", 3),
-    "AUTH_FAILURES_PER_KEY": ("4", "auth_failures_per_key", 4),
-    "AUTH_FAILURE_WINDOW_SECONDS": ("600", "auth_failure_window_seconds", 600),
+#: The values the replaced RepairSettings/ApiSettings classes read, by variable: (unset, a value
+#: set, what that reads as). `Settings` must read the environment to the same values.
+REPLACED_VIEWS = {
+    "REPAIR_INTERVAL_SECONDS": (60.0, "15", 15.0),
+    "REPAIR_GRACE_SECONDS": (300.0, "90", 90.0),
+    "REPAIR_HORIZON_SECONDS": (86400.0, "7200", 7200.0),
+    "OUTBOX_SWEEP_AGE_SECONDS": (30.0, "5", 5.0),
+    "REPAIR_BATCH": (500, "50", 50),
+    "REPAIR_MAX_BACKLOG": (100, "0", 0),
+    "API_RATE_LIMIT": (600, "7", 7),
+    "API_RATE_WINDOW_SECONDS": (60, "10", 10),
+    "API_KEY_CACHE_SECONDS": (1.0, "0", 0.0),
+    "AUTH_FAILURES_PER_ADDRESS": (20, "3", 3),
+    "AUTH_FAILURES_PER_KEY": (20, "4", 4),
+    "AUTH_FAILURE_WINDOW_SECONDS": (60, "600", 600),
 }
 
 
 @pytest.mark.parametrize("configured", [False, True])
-def test_views_read_the_environment(fresh: pytest.MonkeyPatch, configured: bool) -> None:
-    expected = dict(VIEW_DEFAULTS)
-    if configured:
-        for name, (raw, attribute, value) in VIEW_ENVIRON.items():
+def test_repair_and_api_settings_read_the_environment(
+    fresh: pytest.MonkeyPatch, configured: bool
+) -> None:
+    expected = {}
+    for name, (unset, raw, value) in REPLACED_VIEWS.items():
+        if configured:
             fresh.setenv(name, raw)
-            expected[attribute] = value
+        expected[name.lower()] = value if configured else unset
     reset_settings()
-    repair, api = RepairSettings(), ApiSettings()
-    got = {a: getattr(repair if hasattr(repair, a) else api, a) for a in expected}
-    assert got == expected
-    assert repair.grace == timedelta(seconds=expected["grace_seconds"])
-    assert repair.horizon == timedelta(seconds=expected["horizon_seconds"])
-    assert repair.outbox_age == timedelta(seconds=expected["outbox_age_seconds"])
+    settings = get_settings()
+    assert {name: getattr(settings, name) for name in expected} == expected
+    assert settings.repair_grace == timedelta(seconds=expected["repair_grace_seconds"])
+    assert settings.repair_horizon == timedelta(seconds=expected["repair_horizon_seconds"])
+    assert settings.outbox_sweep_age == timedelta(seconds=expected["outbox_sweep_age_seconds"])
 
 
 @pytest.mark.parametrize(

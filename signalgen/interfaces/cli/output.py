@@ -17,9 +17,9 @@ _EXPLAINED = {"pipelines_version_bump_failed"}
 
 def _index_max_age() -> str:
     try:
-        from dispatcher.runtime import DispatcherSettings
+        from signalgen.settings import get_settings
 
-        return f"{DispatcherSettings().index_max_age_seconds:g}"
+        return f"{get_settings().pipeline_index_max_age_seconds:g}"
     except Exception:  # a malformed tuning variable is reported where it is used
         return "PIPELINE_INDEX_MAX_AGE_SECONDS"
 

@@ -5,7 +5,7 @@ environment on first use otherwise:
 
 - `app.state.database`, `redis_url`, `broker_url`: see `signalgen.interfaces.http.opsdeps`, the one
   builder of `app.state` resources for every router
-- `app.state.api_settings`: an `ApiSettings` (default: from the environment)
+- `app.state.api_settings`: a `Settings` (default: `get_settings()`)
 
 The caller's dependency (`current_principal`) is async and does no blocking work on a warm
 path: a key authenticated in the last `API_KEY_CACHE_SECONDS` (at most 1 s) is not looked up
@@ -37,7 +37,7 @@ from signalgen.interfaces.http import opsdeps, throttle
 from signalgen.interfaces.http.auth import Principal, key_digest, principal_for_digest
 from signalgen.interfaces.http.opsdeps import app_resource
 from signalgen.logs import log_event
-from signalgen.settings import ApiSettings
+from signalgen.settings import Settings, get_settings
 
 logger = logging.getLogger("signalgen.interfaces.http")
 
@@ -109,8 +109,8 @@ def async_redis(request: Request) -> Any:
     return _loop_redis(request)[1]
 
 
-def get_api_settings(request: Request) -> ApiSettings:
-    return app_resource(request, "api_settings", ApiSettings)  # type: ignore[no-any-return]
+def get_api_settings(request: Request) -> Settings:
+    return app_resource(request, "api_settings", get_settings)  # type: ignore[no-any-return]
 
 
 def read_engine(request: Request) -> Engine:
@@ -184,7 +184,7 @@ def _lookup(engine: Engine, digest: str) -> Principal | None:
 
 
 def _key_cache(request: Request) -> KeyCache:
-    ttl = get_api_settings(request).key_cache_seconds
+    ttl = get_api_settings(request).api_key_cache_seconds
     return app_resource(request, "api_key_cache", lambda: KeyCache(ttl))  # type: ignore[no-any-return]
 
 
@@ -203,36 +203,48 @@ async def authenticated(request: Request, key: str) -> Principal | None:
     return principal
 
 
-async def rate_limit(request: Request, response: Response, principal: Principal) -> None:
-    """Fixed window per key in Redis: at most `rate_limit` requests per window, else 429.
-    Shared by every worker; one round trip (a Lua script: INCR, and EXPIRE on a new window).
+async def count_in_window(
+    request: Request, prefix: str, subject: object, window: int, unavailable: str
+) -> tuple[int, int] | None:
+    """Count one more request of `subject` in the current fixed window of `window` seconds, in
+    Redis under `prefix`: shared by every worker, one round trip (RATE_SCRIPT). Returns (the
+    window's count, seconds to the next window).
 
-    If Redis is unreachable the request is let through and the event logged: the limit
-    protects the service, it must not take the API down with Redis.
+    If Redis is unreachable: None, the event `unavailable` logged; the caller lets the request
+    through (a limit protects the service, it must not take the API down with Redis).
     """
-    settings = get_api_settings(request)
-    window = settings.rate_window_seconds
     now = time.time()
     slot = int(now // window)
-    key = f"{RATE_KEY_PREFIX}{principal.key_id}:{slot}"
+    key = f"{prefix}{subject}:{slot}"
     try:
         count = int(await _rate_script(request)(keys=[key], args=[window + 1]))
     except Exception as exc:
-        log_event(
-            logger,
-            "api_rate_limit_unavailable",
-            logging.WARNING,
-            reason=f"{type(exc).__name__}: {exc}",
-        )
+        log_event(logger, unavailable, logging.WARNING, reason=f"{type(exc).__name__}: {exc}")
+        return None
+    return count, max(int((slot + 1) * window - now), 1)
+
+
+async def rate_limit(request: Request, response: Response, principal: Principal) -> None:
+    """Fixed window per key in Redis (`count_in_window`): at most `API_RATE_LIMIT` requests
+    per window, else 429. Redis unreachable: let through."""
+    settings = get_api_settings(request)
+    counted = await count_in_window(
+        request,
+        RATE_KEY_PREFIX,
+        principal.key_id,
+        settings.api_rate_window_seconds,
+        "api_rate_limit_unavailable",
+    )
+    if counted is None:
         return
-    remaining = max(settings.rate_limit - count, 0)
-    reset = max(int((slot + 1) * window - now), 1)
+    count, reset = counted
+    remaining = max(settings.api_rate_limit - count, 0)
     headers = {
-        "X-RateLimit-Limit": str(settings.rate_limit),
+        "X-RateLimit-Limit": str(settings.api_rate_limit),
         "X-RateLimit-Remaining": str(remaining),
         "X-RateLimit-Reset": str(reset),
     }
-    if count > settings.rate_limit:
+    if count > settings.api_rate_limit:
         raise HTTPException(
             429,
             detail="rate limit exceeded for this API key",
