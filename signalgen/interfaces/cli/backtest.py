@@ -23,6 +23,7 @@ from pydantic import ValidationError
 
 from generators import Bars, BaseSignalGenerator, default_registry
 from schemas.signal import validate_ticker
+from signalgen.interfaces.cli.ops_options import written_path
 
 
 def read_bars_csv(path: Path, ticker: str) -> Bars:
@@ -164,16 +165,15 @@ def _require_matplotlib() -> None:
     metavar="KEY=VALUE",
     help="Override a generator setting (value read as JSON). Repeatable.",
 )
-@click.option(
+@written_path(
     "--plot",
     "plot_path",
-    type=click.Path(dir_okay=False, path_type=Path),
     help="Write a PNG: close, SMAs, signals by bias (thinned when dense), event study.",
 )
-@click.option(
+@written_path(
     "--report",
     "report_dir",
-    type=click.Path(file_okay=False, path_type=Path),
+    folder=True,
     help="Write TICKER_SOURCE.png and TICKER_SOURCE.md (event-study table) into this directory.",
 )
 @click.option(

@@ -8,6 +8,8 @@ from typing import Any
 
 import click
 
+from signalgen.interfaces.cli.ops_options import written_path
+
 #: Where the OpenAPI document is kept in the repository (a test checks it is current).
 OPENAPI_PATH = Path(__file__).resolve().parents[3] / "docs" / "openapi.json"
 
@@ -50,10 +52,9 @@ def serve(host: str, port: int, *, log_level: str = "info") -> None:
     show_default=True,
     type=click.Choice(["critical", "error", "warning", "info", "debug"]),
 )
-@click.option(
+@written_path(
     "--openapi",
     "openapi_path",
-    type=click.Path(dir_okay=False, path_type=Path),
     help="Write the OpenAPI document to this file (e.g. docs/openapi.json) and exit.",
 )
 def api(host: str, port: int, log_level: str, openapi_path: Path | None) -> None:

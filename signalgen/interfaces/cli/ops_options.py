@@ -1,12 +1,18 @@
-"""Option parsing shared by the operations commands (replay, dlq): times and durations."""
+"""Options shared by commands: times, durations and ids (replay, dlq, signals), and the files
+or folders a command writes."""
 
 from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
 
 import click
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -46,3 +52,10 @@ def parse_uuids(values: tuple[str, ...], name: str) -> tuple[uuid.UUID, ...]:
         except ValueError:
             raise click.BadParameter(f"{value!r} is not a UUID", param_hint=name) from None
     return tuple(out)
+
+
+def written_path(*names: str, help: str, folder: bool = False) -> Callable[[F], F]:
+    """An option naming the file (`folder`: the folder) a command writes, given as a `Path`;
+    an existing one the command may not write is refused before any work."""
+    kind = click.Path(file_okay=not folder, dir_okay=folder, writable=True, path_type=Path)
+    return click.option(*names, type=kind, help=help)

@@ -11,14 +11,19 @@ import json
 import sys
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import click
 from pydantic import ValidationError
 
 from dispatcher.admission import Refused
+from schemas.pipeline import PipelineSpec
 from signalgen.interfaces.cli import storage
+from signalgen.interfaces.cli.ops_options import written_path
 from signalgen.interfaces.cli.output import print_items
+
+#: `--trigger`'s values: the trigger modes of a `PipelineSpec`.
+TRIGGER_MODES = click.Choice(get_args(PipelineSpec.model_fields["trigger_mode"].annotation))
 
 
 def _pipeline_id(value: str) -> uuid.UUID:
@@ -72,13 +77,7 @@ def pipelines() -> None:
     "not one of them.",
 )
 @click.option("--name", help="Pipeline name.")
-@click.option(
-    "--trigger",
-    "trigger_mode",
-    type=click.Choice(["signal", "periodic"]),
-    default="signal",
-    show_default=True,
-)
+@click.option("--trigger", "trigger_mode", type=TRIGGER_MODES, default="signal", show_default=True)
 @click.option("--tickers", help="Scanner: comma-separated tickers (AAPL,MSFT).")
 @click.option("--watchlist", is_flag=True, help="Scanner: the watchlist's tickers.")
 @click.option("--types", help="Scanner: comma-separated signal types (default: any).")
@@ -206,7 +205,7 @@ def _summary(row: Any) -> dict[str, Any]:
 
 @pipelines.command("list")
 @click.option("--owner")
-@click.option("--trigger", "trigger_mode", type=click.Choice(["signal", "periodic"]))
+@click.option("--trigger", "trigger_mode", type=TRIGGER_MODES)
 @click.option("--enabled/--disabled", "enabled", default=None)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 def list_(owner: str | None, trigger_mode: str | None, enabled: bool | None, as_json: bool) -> None:
@@ -270,20 +269,13 @@ def show(pipeline_id: str, limit: int) -> None:
 
 
 def _stored_view(row: Any) -> dict[str, Any]:
-    """The pipeline as stored, its webhook secret masked: never decrypted to be shown."""
+    """The pipeline as stored (a `PipelineSpec`'s fields, as the columns of the same names
+    hold them), its webhook secret masked: never decrypted to be shown."""
     executor = {"kind": row.executor, **(row.executor_config or {})}
     if "secret" in executor:
         executor["secret"] = "***"  # noqa: S105  (a mask, not a password)
-    data = {
-        "id": str(row.id),
-        "owner": row.owner,
-        "name": row.name,
-        "enabled": row.enabled,
-        "trigger_mode": row.trigger_mode,
-        "scanner": row.scanner,
-        "schedule": row.schedule,
-        "executor": executor,
-    }
+    data = {name: getattr(row, name) for name in PipelineSpec.model_fields}
+    data.update(id=str(row.id), executor=executor)
     return {key: value for key, value in data.items() if value is not None}
 
 
@@ -413,18 +405,13 @@ def _with_stored_secrets(database: Any, data: Any) -> Any:
 
 @pipelines.command("export")
 @click.option("--owner")
-@click.option(
-    "--output",
-    "-o",
-    type=click.Path(dir_okay=False, writable=True),
-    help="File to write (default: stdout).",
-)
+@written_path("--output", "-o", help="File to write (default: stdout).")
 @click.option(
     "--include-secrets",
     is_flag=True,
     help="Write webhook secrets in plain text (decrypted); keep the file safe.",
 )
-def export(owner: str | None, output: str | None, include_secrets: bool) -> None:
+def export(owner: str | None, output: Path | None, include_secrets: bool) -> None:
     """Export pipelines as JSON, importable as is. Webhook secrets are left out unless
     --include-secrets: importing the file back keeps each existing pipeline's stored secret;
     a pipeline recreated elsewhere needs --include-secrets (or its secret added by hand)."""
@@ -439,7 +426,7 @@ def export(owner: str | None, output: str | None, include_secrets: bool) -> None
     omitted = 0 if include_secrets else sum("secret" in (row.executor_config or {}) for row in rows)
     text = json.dumps(items, indent=2)
     if output:
-        Path(output).write_text(text + "\n", encoding="utf-8")
+        output.write_text(text + "\n", encoding="utf-8")
         click.echo(f"{len(rows)} pipeline(s) written to {output}", err=True)
     else:
         click.echo(text)

@@ -22,6 +22,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
+from fastapi.types import DecoratedCallable
 from pydantic import ValidationError
 from sqlalchemy import Engine, text
 from starlette.concurrency import run_in_threadpool
@@ -118,8 +119,14 @@ def execution_out(row: Execution) -> ExecutionOut:
     return ExecutionOut.model_validate(row, from_attributes=True)
 
 
+#: A signal's fields as SignalDetail and SignalPage name them: `queries.SIGNAL_COLUMNS`, the
+#: stored payload aside (it is the `signal`).
+SIGNAL_FIELDS = tuple(c.key for c in queries.SIGNAL_COLUMNS if c.key != "payload")
+
+
 def signal_fields(row: Any) -> dict[str, Any]:
-    return {**signal_fields_raw(row), "signal": json.loads(row.payload)}
+    fields = {name: getattr(row, name) for name in SIGNAL_FIELDS}
+    return {**fields, "signal": json.loads(row.payload)}
 
 
 def _json_value(value: Any) -> Any:
@@ -185,21 +192,6 @@ def signal_page_json(rows: list[Any], next_cursor: str | None) -> bytes:
     return f'{{"items":[{items}],"next_cursor":{_text(next_cursor)}}}'.encode()
 
 
-def signal_fields_raw(row: Any) -> dict[str, Any]:
-    return {
-        "signal_id": row.signal_id,
-        "signal_type": row.signal_type,
-        "source": row.source,
-        "tickers": row.tickers,
-        "created_at": row.created_at,
-        "event_time": row.event_time,
-        "published_at": row.published_at,
-        "dispatch_status": row.dispatch_status,
-        "dispatched_at": row.dispatched_at,
-        "matched_count": row.matched_count,
-    }
-
-
 def validated_spec(data: dict[str, Any]) -> PipelineSpec:
     """The dispatcher's own validation; its errors become a 422 naming each field."""
     try:
@@ -220,10 +212,13 @@ def spec_errors(exc: ValidationError) -> list[dict[str, Any]]:
     return errors
 
 
+def _invalid(loc: tuple[str, ...], message: str) -> RequestValidationError:
+    """A 422 naming one field (`loc`: where it is, e.g. `("body", "owner")`)."""
+    return RequestValidationError([{"type": "value_error", "loc": loc, "msg": message}])
+
+
 def _cursor_error(exc: queries.InvalidCursor) -> RequestValidationError:
-    return RequestValidationError(
-        [{"type": "value_error", "loc": ("query", "cursor"), "msg": str(exc)}]
-    )
+    return _invalid(("query", "cursor"), str(exc))
 
 
 # -- pipelines ----------------------------------------------------------------------------------
@@ -237,14 +232,29 @@ def _visible_pipeline(session: Any, principal: Any, pipeline_id: uuid.UUID) -> P
     return row
 
 
-@router.post(
-    f"{v1}/pipelines",
-    status_code=201,
-    dependencies=[WriteQuota],
-    response_model=PipelineOut,
-    tags=["pipelines"],
-    responses={**ERRORS, 403: {"description": "owner not yours"}},
-)
+def _reads(
+    path: str, model: type[Any], tag: str
+) -> Callable[[DecoratedCallable], DecoratedCallable]:
+    """A GET about one object: 404 when the key may not see it, as when it is missing."""
+    return router.get(path, response_model=model, tags=[tag], responses=OBJECT_ERRORS)
+
+
+def _creates(
+    path: str, model: type[Any], status_code: int, responses: dict[int | str, dict[str, Any]]
+) -> Callable[[DecoratedCallable], DecoratedCallable]:
+    """A POST that creates an object under the per-key write quota, answering `model` with
+    `status_code`; tagged with the last part of `path` (what it creates)."""
+    return router.post(
+        path,
+        status_code=status_code,
+        dependencies=[WriteQuota],
+        response_model=model,
+        tags=[path.rsplit("/", 1)[-1]],
+        responses=responses,
+    )
+
+
+@_creates(f"{v1}/pipelines", PipelineOut, 201, {**ERRORS, 403: {"description": "owner not yours"}})
 def create_pipeline(
     body: PipelineCreate, request: Request, principal: PrincipalDep, session: SessionDep
 ) -> PipelineOut:
@@ -253,14 +263,8 @@ def create_pipeline(
     if owner != principal.user and not principal.is_admin:
         raise HTTPException(403, detail="owner: only an admin key may create for another user")
     if owner != principal.user and not queries.owner_exists(session, owner):
-        raise RequestValidationError(
-            [
-                {
-                    "type": "value_error",
-                    "loc": ("body", "owner"),
-                    "msg": f"no user named {owner!r} (add one with `signalgen users add`)",
-                }
-            ]
+        raise _invalid(
+            ("body", "owner"), f"no user named {owner!r} (add one with `signalgen users add`)"
         )
     data = body.model_dump(mode="json", exclude_none=True)
     spec = validated_spec({**data, "owner": owner})
@@ -300,12 +304,7 @@ def list_pipelines(
     return PipelinePage(items=[pipeline_out(row) for row in rows], next_cursor=next_cursor)
 
 
-@router.get(
-    f"{v1}/pipelines/{{pipeline_id}}",
-    response_model=PipelineOut,
-    tags=["pipelines"],
-    responses=OBJECT_ERRORS,
-)
+@_reads(f"{v1}/pipelines/{{pipeline_id}}", PipelineOut, "pipelines")
 def get_pipeline(
     pipeline_id: uuid.UUID, principal: PrincipalDep, session: SessionDep
 ) -> PipelineOut:
@@ -374,12 +373,7 @@ def delete_pipeline(
     return Response(status_code=204)
 
 
-@router.get(
-    f"{v1}/pipelines/{{pipeline_id}}/executions",
-    response_model=ExecutionPage,
-    tags=["executions"],
-    responses=OBJECT_ERRORS,
-)
+@_reads(f"{v1}/pipelines/{{pipeline_id}}/executions", ExecutionPage, "executions")
 def list_executions(
     pipeline_id: uuid.UUID,
     principal: PrincipalDep,
@@ -450,12 +444,7 @@ def _signal_page(engine: Engine, **filters: Any) -> bytes:
     return signal_page_json(rows, next_cursor)
 
 
-@router.get(
-    f"{v1}/signals/{{signal_id}}",
-    response_model=SignalDetail,
-    tags=["signals"],
-    responses=OBJECT_ERRORS,
-)
+@_reads(f"{v1}/signals/{{signal_id}}", SignalDetail, "signals")
 def get_signal(signal_id: uuid.UUID, principal: PrincipalDep, session: SessionDep) -> SignalDetail:
     """One signal, its dispatch outcome, and the executions it caused among your pipelines
     (`matched_count` counts your pipelines only; an admin's, every pipeline)."""
@@ -471,13 +460,11 @@ def get_signal(signal_id: uuid.UUID, principal: PrincipalDep, session: SessionDe
 # -- replays ------------------------------------------------------------------------------------
 
 
-@router.post(
+@_creates(
     f"{v1}/replays",
-    status_code=202,
-    dependencies=[WriteQuota],
-    response_model=ReplayAccepted,
-    tags=["replays"],
-    responses={**OBJECT_ERRORS, 503: {"description": "the broker is unavailable"}},
+    ReplayAccepted,
+    202,
+    {**OBJECT_ERRORS, 503: {"description": "the broker is unavailable"}},
 )
 def create_replay(
     body: ReplayCreate,
@@ -498,15 +485,7 @@ def create_replay(
         raise NOT_FOUND
     if not pipeline_ids and not principal.is_admin:
         # An empty list means "every pipeline" to the replay task: never send it for a user.
-        raise RequestValidationError(
-            [
-                {
-                    "type": "value_error",
-                    "loc": ("body", "pipeline_ids"),
-                    "msg": "you have no pipelines to replay to",
-                }
-            ]
-        )
+        raise _invalid(("body", "pipeline_ids"), "you have no pipelines to replay to")
     data = body.model_dump(mode="json", exclude_defaults=True)
     data["pipeline_ids"] = (
         [str(pid) for pid in pipeline_ids] if (wanted or not principal.is_admin) else []
@@ -515,9 +494,7 @@ def create_replay(
     try:
         parsed = replaying.parse_request(data)
     except replaying.InvalidReplay as exc:
-        raise RequestValidationError(
-            [{"type": "value_error", "loc": ("body",), "msg": str(exc)}]
-        ) from None
+        raise _invalid(("body",), str(exc)) from None
     db = get_db(request)
     # Recorded (committed) before the task is sent, so a worker that starts it at once finds it.
     replay_id = replaying.queue_replay(db, parsed, datetime.now(UTC))
@@ -540,12 +517,7 @@ def create_replay(
     )
 
 
-@router.get(
-    f"{v1}/replays/{{replay_id}}",
-    response_model=ReplayOut,
-    tags=["replays"],
-    responses=OBJECT_ERRORS,
-)
+@_reads(f"{v1}/replays/{{replay_id}}", ReplayOut, "replays")
 def get_replay(replay_id: uuid.UUID, principal: PrincipalDep, session: SessionDep) -> ReplayOut:
     """A replay's status and outcome (planned, run, skipped, ...). Only whoever asked for it
     (or an admin) may read it; anyone else gets 404."""

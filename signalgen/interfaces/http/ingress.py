@@ -20,8 +20,9 @@ import json
 import logging
 import math
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -198,12 +199,34 @@ async def _finish(ingress: WebhookIngress, name: str, signal: Signal) -> JSONRes
     )
 
 
+@dataclass(frozen=True)
+class _Admitted:
+    """A webhook request past `_admit`: its source known and enabled, the source's secret
+    available, its body within the limit."""
+
+    request: Request
+    source: str
+    ingress: WebhookIngress
+    secret: bytes
+    body: bytes
+    #: The Retry-After when failed secrets from this sender or for this source reached their
+    #: limit, else None.
+    throttled: int | None
+    received_at: datetime
+
+    def json_object(self) -> dict[str, Any] | JSONResponse:
+        return _json_object(self.body, self.ingress.config.max_body_depth)
+
+    def window(self) -> dict[str, Any]:
+        """The validation context that bounds the body's event times."""
+        return {"window": self.ingress.config.event_window(self.received_at)}
+
+
 async def _admit(
-    request: Request, name: str, kind: str
-) -> tuple[WebhookIngress, bytes, bytes, int | None] | JSONResponse:
-    """Source known and enabled, secret available, body within the limit: (ingress, secret,
-    body, the Retry-After when failed secrets from this sender or for this source reached
-    their limit, else None)."""
+    request: Request, name: str, kind: str, received_at: datetime
+) -> _Admitted | JSONResponse:
+    """The request admitted, or the answer refusing it: no `kind` source `name` (404), its
+    secret not configured (503), its body over the limit (413)."""
     ingress = get_ingress(request)
     source = ingress.source(name)
     if source is None or source.kind != kind:
@@ -218,7 +241,7 @@ async def _admit(
     if body is None:
         return _error(413, f"body exceeds {ingress.config.max_body_bytes} bytes")
     throttled = await login_throttled(request, "webhook", _buckets(request, name))
-    return ingress, secret, body, throttled
+    return _Admitted(request, name, ingress, secret, body, throttled, received_at)
 
 
 def _rate_limited(ingress: WebhookIngress, name: str) -> JSONResponse | None:
@@ -244,9 +267,7 @@ def _rate_limited(ingress: WebhookIngress, name: str) -> JSONResponse | None:
     )
 
 
-async def _unauthorized(
-    request: Request, source: str, detail: str, throttled: int | None
-) -> JSONResponse:
+async def _unauthorized(admitted: _Admitted, detail: str) -> JSONResponse:
     """A failed secret: counted per client address and per source (`deps.login_buckets`);
     429 with Retry-After once either is over its limit (then not logged each time), else 401.
 
@@ -255,12 +276,13 @@ async def _unauthorized(
     would let anyone with a TradingView account silence our sources. The secret costs no
     database work to check, and is long enough (16+ characters) not to be guessed.
     """
-    if throttled is not None:
+    if admitted.throttled is not None:
         return _error(
             429,
             "too many failed secrets from this address or for this source; retry later",
-            headers={"Retry-After": str(throttled)},
+            headers={"Retry-After": str(admitted.throttled)},
         )
+    request, source = admitted.request, admitted.source
     await record_login_failure(request, "webhook", _buckets(request, source))
     log_event(logger, "webhook_unauthorized", logging.WARNING, source=source)
     return _error(401, detail)
@@ -270,70 +292,76 @@ def _buckets(request: Request, source: str) -> list[Bucket]:
     return login_buckets(request, f"source.{source}")
 
 
-def _window(ingress: WebhookIngress, received_at: datetime) -> dict[str, Any]:
-    return {"window": ingress.config.event_window(received_at)}
+#: What a webhook kind makes of an authenticated body: its signal (a ValidationError is
+#: answered 422 naming each invalid field), or the answer refusing the body.
+_Build = Callable[[], Signal | JSONResponse]
+#: A webhook kind's authentication of an admitted request: the answer refusing it, or its `_Build`.
+_Check = Callable[[_Admitted], Awaitable[JSONResponse | _Build]]
 
 
-async def _publish(
-    ingress: WebhookIngress, source: str, build: Callable[[], Signal]
-) -> JSONResponse:
-    """The signal `build()` makes of a valid body, recorded and published; 422 naming each
-    invalid field otherwise."""
+async def _receive(request: Request, source: str, kind: str, check: _Check) -> JSONResponse:
+    """Every webhook's path (see the module doc): admitted, authenticated by `check`, under the
+    source's rate limit, its signal made, recorded and published."""
+    admitted = await _admit(request, source, kind, datetime.now(UTC))
+    if isinstance(admitted, JSONResponse):
+        return admitted
+    build = await check(admitted)
+    if isinstance(build, JSONResponse):
+        return build
+    limited = await run_in_threadpool(_rate_limited, admitted.ingress, source)
+    if limited is not None:
+        return limited
     try:
         signal = build()
     except ValidationError as exc:
         return _unprocessable(exc)
-    return await _finish(ingress, source, signal)
+    if isinstance(signal, JSONResponse):
+        return signal
+    return await _finish(admitted.ingress, source, signal)
 
 
 @router.post("/tradingview/{source}", summary="Receive a TradingView alert")
 async def tradingview(source: str, request: Request) -> JSONResponse:
     """A TradingView alert (JSON message with `secret`) becomes an external signal."""
-    received_at = datetime.now(UTC)
-    admitted = await _admit(request, source, "tradingview")
-    if isinstance(admitted, JSONResponse):
-        return admitted
-    ingress, secret, body, throttled = admitted
-    data = _json_object(body, ingress.config.max_body_depth)
+    return await _receive(request, source, "tradingview", _tradingview)
+
+
+async def _tradingview(admitted: _Admitted) -> JSONResponse | _Build:
+    """The token is the body's `secret` field: the body is read as JSON first."""
+    data = admitted.json_object()
     if isinstance(data, JSONResponse):
-        if throttled is not None:  # unauthenticated either way: say only "slow down"
-            return await _unauthorized(request, source, "", throttled)
+        if admitted.throttled is not None:  # unauthenticated either way: say only "slow down"
+            return await _unauthorized(admitted, "")
         return data
     token = data.get("secret")
-    if not isinstance(token, str) or not token_matches(token, secret):
-        return await _unauthorized(request, source, "invalid or missing secret", throttled)
-    limited = await run_in_threadpool(_rate_limited, ingress, source)
-    if limited is not None:
-        return limited
-    config = ingress.config.sources[source]
+    if not isinstance(token, str) or not token_matches(token, admitted.secret):
+        return await _unauthorized(admitted, "invalid or missing secret")
+    confidence = admitted.ingress.config.sources[admitted.source].default_confidence
 
     def build() -> Signal:
-        alert = TradingViewAlert.model_validate(data, context=_window(ingress, received_at))
-        return tradingview_signal(alert, source, received_at, config.default_confidence)
+        alert = TradingViewAlert.model_validate(data, context=admitted.window())
+        return tradingview_signal(alert, admitted.source, admitted.received_at, confidence)
 
-    return await _publish(ingress, source, build)
+    return build
 
 
 @router.post("/signals/{source}", summary="Receive a signed user-defined signal")
 async def signals(source: str, request: Request) -> JSONResponse:
     """A JSON signal signed with `X-Signature-256: sha256=<HMAC-SHA256(secret, raw body)>`."""
-    received_at = datetime.now(UTC)
-    admitted = await _admit(request, source, "hmac")
-    if isinstance(admitted, JSONResponse):
-        return admitted
-    ingress, secret, body, throttled = admitted
-    if not signature_matches(body, request.headers.get(SIGNATURE_HEADER), secret):
-        detail = f"missing or invalid {SIGNATURE_HEADER} header"
-        return await _unauthorized(request, source, detail, throttled)
-    limited = await run_in_threadpool(_rate_limited, ingress, source)
-    if limited is not None:
-        return limited
-    data = _json_object(body, ingress.config.max_body_depth)
-    if isinstance(data, JSONResponse):
-        return data
+    return await _receive(request, source, "hmac", _signed)
 
-    def build() -> Signal:
-        payload = ExternalSignalIn.model_validate(data, context=_window(ingress, received_at))
-        return external_signal(payload, source, received_at)
 
-    return await _publish(ingress, source, build)
+async def _signed(admitted: _Admitted) -> JSONResponse | _Build:
+    """The signature covers the raw body: checked before the body is read as JSON."""
+    signature = admitted.request.headers.get(SIGNATURE_HEADER)
+    if not signature_matches(admitted.body, signature, admitted.secret):
+        return await _unauthorized(admitted, f"missing or invalid {SIGNATURE_HEADER} header")
+
+    def build() -> Signal | JSONResponse:
+        data = admitted.json_object()
+        if isinstance(data, JSONResponse):
+            return data
+        payload = ExternalSignalIn.model_validate(data, context=admitted.window())
+        return external_signal(payload, admitted.source, admitted.received_at)
+
+    return build
