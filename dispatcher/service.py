@@ -31,7 +31,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Unpack
 
 from sqlalchemy import select
 
@@ -43,7 +43,7 @@ from dispatcher.periodic import current_slot, slot_key
 from schemas.pipeline import CeleryExecutor, RecordExecutor, Schedule, WebhookExecutor
 from schemas.statuses import ExecuteResult, ExecutionStatus
 from signalgen.logs import log_event, redact, redact_data
-from signalgen.ops.dlq import add_dead_letter
+from signalgen.ops.dlq import DeadLetterFields, add_dead_letter
 from signalgen.storage import Database
 from signalgen.storage.models import Pipeline
 
@@ -72,36 +72,18 @@ class DispatchResult:
 # -- dispatch -----------------------------------------------------------------------------------
 
 
-def dead_letter(
-    db: Database,
-    *,
-    stage: str,
-    reason: str,
-    body: bytes,
-    content_type: str | None = None,
-    headers: dict[str, Any] | None = None,
-    signal_id: uuid.UUID | None = None,
-    pipeline_id: uuid.UUID | None = None,
-) -> None:
+def dead_letter(db: Database, **fields: Unpack[DeadLetterFields]) -> None:
+    """Record one dead letter in its own transaction, and log it."""
     with db.session() as session:
-        add_dead_letter(
-            session,
-            stage=stage,
-            reason=reason,
-            body=body,
-            content_type=content_type,
-            headers=headers,
-            signal_id=signal_id,
-            pipeline_id=pipeline_id,
-        )
+        add_dead_letter(session, **fields)
     log_event(
         logger,
         "dead_lettered",
         logging.WARNING,
-        stage=stage,
-        reason=reason,
-        content_type=content_type,
-        bytes=len(body),
+        stage=fields["stage"],
+        reason=fields["reason"],
+        content_type=fields.get("content_type"),
+        bytes=len(fields["body"]),
     )
 
 

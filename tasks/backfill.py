@@ -45,6 +45,11 @@ BACKFILL_WAIT_SECONDS = 60.0
 WAIT_POLL_SECONDS = 0.25
 
 
+def _log_failure(event: str, exc: Exception, **fields: Any) -> None:
+    """A backfill step that failed and was not raised: the next check or start asks again."""
+    log_event(logger, event, logging.WARNING, **fields, reason=f"{type(exc).__name__}: {exc}"[:300])
+
+
 def _redis(resources: Resources) -> Any:
     import redis
 
@@ -113,13 +118,7 @@ def request_backfills(resources: Resources, name: str, result: dict[str, Any]) -
             )
         return pending
     except Exception as exc:
-        log_event(
-            logger,
-            "history_backfill_request_failed",
-            logging.WARNING,
-            generator=name,
-            reason=f"{type(exc).__name__}: {exc}"[:300],
-        )
+        _log_failure("history_backfill_request_failed", exc, generator=name)
         return []
 
 
@@ -249,13 +248,7 @@ def await_backfills(resources: Resources, name: str) -> list[str]:
             )
         return awaited
     except Exception as exc:
-        log_event(
-            logger,
-            "history_backfill_await_failed",
-            logging.WARNING,
-            generator=name,
-            reason=f"{type(exc).__name__}: {exc}"[:300],
-        )
+        _log_failure("history_backfill_await_failed", exc, generator=name)
         return []
 
 
@@ -286,12 +279,7 @@ def _start_backfills() -> None:
         client = redis.Redis.from_url(settings.effective_redis_url)
         start_backfills(settings, enabled_generators(settings), BarStore(database), client)
     except Exception as exc:  # the first checks claim what is missing themselves
-        log_event(
-            logger,
-            "history_backfill_startup_failed",
-            logging.WARNING,
-            reason=f"{type(exc).__name__}: {exc}"[:300],
-        )
+        _log_failure("history_backfill_startup_failed", exc)
     finally:  # the main process keeps no connection: pool children fork from it
         if client is not None:
             client.close()

@@ -58,6 +58,18 @@ def _mark_failed(session: Session, signal_id: object, error: str) -> None:
     )
 
 
+def _refused(
+    event: str, signal_id: object, published: int, batch: Sequence[object], error: str
+) -> PublishOutcome:
+    """The broker refused `signal_id`: it and the rest of `batch` after the `published` ones
+    wait for the sweep (logged as `event`)."""
+    pending = len(batch) - published
+    log_event(
+        logger, event, logging.WARNING, signal_id=str(signal_id), pending=pending, error=error
+    )
+    return PublishOutcome(published, pending, error)
+
+
 def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
@@ -105,15 +117,7 @@ def publish_recorded(
             with database.session() as session:
                 for pending in signals[index:]:
                     _mark_failed(session, pending.signal_id, error)
-            log_event(
-                logger,
-                "signal_publish_failed",
-                logging.WARNING,
-                signal_id=str(signal.signal_id),
-                pending=len(signals) - index,
-                error=error,
-            )
-            return PublishOutcome(published, len(signals) - index, error)
+            return _refused("signal_publish_failed", signal.signal_id, published, signals, error)
         with database.session() as session:
             _mark_published(session, signal.signal_id, datetime.now(UTC))
         published += 1
@@ -160,15 +164,7 @@ def publish_pending(
             except PublishError as exc:
                 row.publish_attempts = (row.publish_attempts or 0) + 1
                 row.last_publish_error = str(exc)[:2000]
-                log_event(
-                    logger,
-                    "outbox_publish_failed",
-                    logging.WARNING,
-                    signal_id=str(row.signal_id),
-                    pending=len(rows) - published,
-                    error=str(exc),
-                )
-                return PublishOutcome(published, len(rows) - published, str(exc))
+                return _refused("outbox_publish_failed", row.signal_id, published, rows, str(exc))
             row.published_at = datetime.now(UTC)
             row.publish_attempts = (row.publish_attempts or 0) + 1
             row.last_publish_error = None

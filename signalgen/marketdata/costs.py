@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -92,24 +92,20 @@ def calls_between(
         return int(session.execute(statement).scalar_one())
 
 
+@dataclass(eq=False)
 class BudgetGuard:
     """Takes one unit of a generator's budget before each provider call (shared via Redis)."""
 
-    def __init__(
-        self,
-        client: Any,
-        config: OperationsConfig,
-        *,
-        provider: str = "finnhub",
-        database: Database | None = None,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-    ) -> None:
-        self.client = client
-        self.config = config
-        self.provider = provider
-        self.database = database
-        self._clock = clock
-        self._script = client.register_script(_RESERVE_LUA)
+    client: Any
+    config: OperationsConfig
+    _: KW_ONLY
+    provider: str = "finnhub"
+    database: Database | None = None
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    _script: Any = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._script = self.client.register_script(_RESERVE_LUA)
 
     def limits(self, generator: str) -> tuple[int | None, int | None]:
         budget: Budget = self.config.budgets.for_generator(generator)
@@ -132,7 +128,7 @@ class BudgetGuard:
         hour_limit, day_limit = self.limits(generator)
         if hour_limit is None and day_limit is None:
             return
-        now = self._clock()
+        now = self.clock()
         hour, day = period_start(now, "hour"), period_start(now, "day")
         hour_key, day_key = self._key(generator, "hour", hour), self._key(generator, "day", day)
         hour_ttl, day_ttl = 2 * 3600, 2 * 86400

@@ -28,7 +28,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Required, TypedDict, Unpack
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
@@ -132,29 +132,32 @@ def body_text(row: DeadLetter, limit: int | None = None) -> str:
 # -- writing ------------------------------------------------------------------------------------
 
 
-def add_dead_letter(
-    session: Session,
-    *,
-    stage: str,
-    reason: str,
-    body: bytes,
-    content_type: str | None = None,
-    headers: dict[str, Any] | None = None,
-    attempts: int = 1,
-    signal_id: uuid.UUID | None = None,
-    pipeline_id: uuid.UUID | None = None,
-) -> DeadLetter:
+class DeadLetterFields(TypedDict, total=False):
+    """What a dead letter is given by its writer (`add_dead_letter`); the rest is the table's."""
+
+    stage: Required[str]
+    reason: Required[str]
+    body: Required[bytes]
+    content_type: str | None
+    headers: dict[str, Any] | None
+    attempts: int
+    signal_id: uuid.UUID | None
+    pipeline_id: uuid.UUID | None
+
+
+#: Every field not given: all are set on the row, so `headers` None is stored as JSON null.
+_UNGIVEN: dict[str, Any] = {
+    "content_type": None,
+    "headers": None,
+    "attempts": 1,
+    "signal_id": None,
+    "pipeline_id": None,
+}
+
+
+def add_dead_letter(session: Session, **fields: Unpack[DeadLetterFields]) -> DeadLetter:
     """Add one dead-letter row to `session` (committed with it): the one place rows are built."""
-    row = DeadLetter(
-        stage=stage,
-        reason=reason,
-        body=body,
-        content_type=content_type,
-        headers=headers,
-        attempts=attempts,
-        signal_id=signal_id,
-        pipeline_id=pipeline_id,
-    )
+    row = DeadLetter(**{**_UNGIVEN, **fields})
     session.add(row)
     return row
 
