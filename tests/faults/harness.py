@@ -30,24 +30,27 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import KW_ONLY, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from kombu import Connection
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, Row, func, select
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
 
 from dispatcher.store import import_specs
 from schemas.pipeline import PipelineSpec
-from schemas.signal import Bias, Signal, SignalBias, SignalType, stable_signal_id
+from schemas.signal import Signal
 from signalgen.bus import KombuPublisher, publish_recorded, record_signals
 from signalgen.bus.topology import DISPATCH_INTAKE_QUEUE, SIGNAL_EXCHANGE
 from signalgen.storage import Database
 from signalgen.storage.models import DeadLetter, Execution, SignalRecord
+from tests.support.ops import ticker_signal
 from tests.support.processes import CeleryProcess, service_env, start_beat, start_worker
+from tests.support.wait import wait_until
 
 TICKERS = [f"F{i:03d}" for i in range(250)]
 PIPELINE_COUNT = 1000
@@ -106,25 +109,13 @@ def pipelines_by_ticker(count: int = PIPELINE_COUNT) -> dict[str, list[uuid.UUID
 
 
 def make_signal(number: int, ticker: str, run: str) -> Signal:
-    now = datetime.now(UTC)
-    return Signal(
-        signal_id=stable_signal_id(
-            source=SOURCE,
-            signal_type=SignalType.MOCK,
-            tickers=(ticker,),
-            event_key=f"{run}|{number}",
-        ),
-        signal_type=SignalType.MOCK,
-        tickers=(ticker,),
-        bias={
-            ticker: SignalBias(
-                ticker=ticker, bias=Bias.BULLISH, confidence=0.7, reasoning="fault load"
-            )
-        },
-        metadata={"n": number},
-        timestamp=now,
-        event_time=now,
+    return ticker_signal(
+        ticker,
+        f"{run}|{number}",
         source=SOURCE,
+        at=datetime.now(UTC),
+        reasoning="fault load",
+        metadata={"n": number},
     )
 
 
@@ -291,6 +282,27 @@ class Stack:
         current = [*self.workers.values(), *self.beats.values()]
         return {process.log_path for process in current if process.proc.poll() is not None}
 
+    def check(
+        self,
+        fault: str,
+        recorded: dict[uuid.UUID, str],
+        *,
+        injections: int,
+        started: float,
+        by_ticker: dict[str, list[uuid.UUID]] | None = None,
+    ) -> Result:
+        """`check` of `recorded` on this stack's database and logs, `started` at that
+        `time.monotonic()`."""
+        return check(
+            fault,
+            self.db,
+            recorded,
+            self.logs(),
+            injections=injections,
+            seconds=time.monotonic() - started,
+            by_ticker=by_ticker,
+        )
+
     def close(self) -> None:
         for process in [*self.beats.values(), *self.workers.values()]:
             with contextlib.suppress(Exception):
@@ -303,48 +315,49 @@ class Stack:
 # -- load -----------------------------------------------------------------------------------------
 
 
-class LoadGenerator(threading.Thread):
-    """Publishes `rate` signals/s for `duration` s through record + outbox + publish.
+@dataclass(eq=False)
+class LoadGenerator:
+    """Publishes `rate` signals/s for `duration` s through record + outbox + publish, in a
+    daemon thread of its own (`start`, `join`, `is_alive`).
 
     A record that fails (database away) is retried with back-off, the same signal (same id),
     until it commits: `recorded` holds every signal that committed, which is what the bus owes.
     `duplicate_every`: every n-th signal is published a second time (a publisher retry).
+    `batch`: signals recorded per transaction (a generator run records all its signals at once).
     """
 
-    def __init__(
-        self,
-        db: Database,
-        broker_url: str,
-        *,
-        rate: float,
-        duration: float,
-        run: str,
-        duplicate_every: int = 0,
-        seed: int = 1,
-        tickers: list[str] | None = None,
-        batch: int = 1,
-    ) -> None:
-        super().__init__(name=f"load-{run}", daemon=True)
-        self.db = db
-        self.broker_url = broker_url
-        self.rate = rate
-        self.duration = duration
-        self.run_key = run
-        self.duplicate_every = duplicate_every
-        self.rng = random.Random(seed)
-        self.tickers = tickers or TICKERS
-        #: Signals recorded per transaction (a generator run records all its signals at once).
-        self.batch = max(1, batch)
-        self._burst = 0
-        self._burst_lock = threading.Lock()
-        self.recorded: dict[uuid.UUID, str] = {}
-        self.publish_failures = 0
-        self.record_failures = 0
-        self.duplicates_sent = 0
-        self.stop_event = threading.Event()
-        self.error: BaseException | None = None
+    db: Database
+    broker_url: str
+    _: KW_ONLY
+    rate: float
+    duration: float
+    run: str
+    duplicate_every: int = 0
+    seed: int = 1
+    tickers: list[str] = field(default_factory=lambda: TICKERS)
+    batch: int = 1
+    recorded: dict[uuid.UUID, str] = field(init=False, default_factory=dict)
+    publish_failures: int = field(init=False, default=0)
+    record_failures: int = field(init=False, default=0)
+    duplicates_sent: int = field(init=False, default=0)
+    stop_event: threading.Event = field(init=False, default_factory=threading.Event)
+    error: BaseException | None = field(init=False, default=None)
+    _burst: int = field(init=False, default=0)
+    _burst_lock: threading.Lock = field(init=False, default_factory=threading.Lock)
 
-    def run(self) -> None:
+    def __post_init__(self) -> None:
+        self._thread = threading.Thread(target=self._main, name=f"load-{self.run}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def join(self, timeout: float | None = None) -> None:
+        self._thread.join(timeout)
+
+    def is_alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def _main(self) -> None:
         try:
             self._run()
         except BaseException as exc:  # reported by the test, not swallowed
@@ -376,6 +389,8 @@ class LoadGenerator(threading.Thread):
                 delay = min(delay * 2, 2.0)
 
     def _run(self) -> None:
+        rng = random.Random(self.seed)
+        batch = max(1, self.batch)
         publisher = KombuPublisher(self.broker_url)
         started = time.monotonic()
         number = 0
@@ -384,12 +399,12 @@ class LoadGenerator(threading.Thread):
                 due = started + number / self.rate
                 if due - started >= self.duration:
                     break
-                count = self._take_burst() or self.batch
+                count = self._take_burst() or batch
                 pause = due - time.monotonic()
-                if count == self.batch and pause > 0 and self.stop_event.wait(pause):
+                if count == batch and pause > 0 and self.stop_event.wait(pause):
                     break
-                picked = [(number + k, self.rng.choice(self.tickers)) for k in range(count)]
-                signals = [make_signal(n, ticker, self.run_key) for n, ticker in picked]
+                picked = [(number + k, rng.choice(self.tickers)) for k in range(count)]
+                signals = [make_signal(n, ticker, self.run) for n, ticker in picked]
                 new = self._record(signals)
                 for item in new:
                     self.recorded[item.signal_id] = item.tickers[0]
@@ -645,6 +660,22 @@ def settle(
     return False
 
 
+def execution_rows(
+    session: Session, *where: ColumnElement[bool]
+) -> Sequence[Row[int, uuid.UUID, uuid.UUID | None, str, int]]:
+    """Id, pipeline, signal, status and attempts of every execution (of those that match
+    `where`)."""
+    return session.execute(
+        select(
+            Execution.id,
+            Execution.pipeline_id,
+            Execution.signal_id,
+            Execution.status,
+            Execution.attempts,
+        ).where(*where)
+    ).all()
+
+
 def check(
     fault: str,
     db: Database,
@@ -662,15 +693,7 @@ def check(
     (logs of processes found ended, `Stack.exited`)."""
     expected = expected_pairs(recorded, by_ticker)
     with db.session() as session:
-        rows = session.execute(
-            select(
-                Execution.id,
-                Execution.pipeline_id,
-                Execution.signal_id,
-                Execution.status,
-                Execution.attempts,
-            ).where(Execution.signal_id.is_not(None))
-        ).all()
+        rows = execution_rows(session, Execution.signal_id.is_not(None))
         signal_rows = dict(
             session.execute(  # type: ignore[arg-type]
                 select(SignalRecord.signal_id, SignalRecord.dispatch_status)
@@ -711,6 +734,17 @@ def check(
 def dead_letters(db: Database) -> list[DeadLetter]:
     with db.session() as session:
         return list(session.execute(select(DeadLetter).order_by(DeadLetter.id)).scalars())
+
+
+def wait_dead_letters(db: Database, count: int, timeout: float = 30) -> list[DeadLetter]:
+    """The dead letters, once there are at least `count` of them."""
+    return wait_until(
+        lambda: found if len(found := dead_letters(db)) >= count else [],
+        timeout=timeout,
+        interval=0.3,
+        message=f"{count} dead letters",
+        detail=lambda: [x.reason for x in dead_letters(db)],
+    )
 
 
 # -- results shared with the session summary -------------------------------------------------------

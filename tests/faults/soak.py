@@ -156,14 +156,8 @@ def run() -> None:
                 timeout=300,
                 expected=sum(len(by_ticker[t]) for t in recorded.values()),
             )
-            result = harness.check(
-                "soak",
-                db,
-                recorded,
-                stack.logs(),
-                injections=0,
-                seconds=time.monotonic() - started,
-                by_ticker=by_ticker,
+            result = stack.check(
+                "soak", recorded, injections=0, started=started, by_ticker=by_ticker
             )
         finally:
             stack.close()

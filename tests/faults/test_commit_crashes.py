@@ -34,15 +34,10 @@ from sqlalchemy import func, select
 
 from signalgen.storage import Database
 from signalgen.storage.models import Execution, SignalRecord
-from tests.faults.harness import completed_runs
+from tests.faults.harness import completed_runs, execution_rows
+from tests.support.marks import fault_suite_marks
 
-pytestmark = [
-    pytest.mark.faults,
-    pytest.mark.integration,
-    pytest.mark.slow,
-    pytest.mark.timeout(120),
-    pytest.mark.filterwarnings("ignore::celery.exceptions.CPendingDeprecationWarning"),
-]
+pytestmark = fault_suite_marks(120)
 
 CRASH_ENV = "COMMIT_CRASH_AT"
 TICKER = "CRSH"
@@ -179,25 +174,12 @@ def _pipelines(db: Database, redis_url: str) -> list[uuid.UUID]:
 
 def _publish(db: Database, broker_url: str, step: str) -> list[uuid.UUID]:
     """Record and publish `SIGNALS` signals as the product does (history + outbox)."""
-    from schemas.signal import Bias, Signal, SignalBias, SignalType, stable_signal_id
     from signalgen.bus import KombuPublisher, publish_recorded, record_signals
+    from tests.support.ops import ticker_signal
 
     now = datetime.now(UTC)
     signals = [
-        Signal(
-            signal_id=stable_signal_id(
-                source="crash-test",
-                signal_type=SignalType.MOCK,
-                tickers=(TICKER,),
-                event_key=f"{step}|{n}|{now.isoformat()}",
-            ),
-            signal_type=SignalType.MOCK,
-            tickers=(TICKER,),
-            bias={TICKER: SignalBias(ticker=TICKER, bias=Bias.BULLISH, confidence=0.7)},
-            timestamp=now,
-            event_time=now,
-            source="crash-test",
-        )
+        ticker_signal(TICKER, f"{step}|{n}|{now.isoformat()}", source="crash-test", at=now)
         for n in range(SIGNALS)
     ]
     with db.session() as session:
@@ -285,15 +267,7 @@ def test_a_worker_killed_at_each_step_loses_nothing_and_runs_nothing_twice(
     time.sleep(1.5)  # a straggling duplicate would land now
 
     with pg_db.session() as session:
-        rows = session.execute(
-            select(
-                Execution.id,
-                Execution.pipeline_id,
-                Execution.signal_id,
-                Execution.status,
-                Execution.attempts,
-            )
-        ).all()
+        rows = execution_rows(session)
     pairs = Counter((row.pipeline_id, row.signal_id) for row in rows)
     assert set(pairs) == {(p, s) for p in pipeline_ids for s in signal_ids}
     assert set(pairs.values()) == {1}  # one row per (pipeline, signal)

@@ -34,15 +34,10 @@ from signalgen.storage.models import Execution, Pipeline, SignalRecord
 from tests.conftest import create_schema
 from tests.faults import harness
 from tests.faults.harness import LoadGenerator, OwnRedis, Stack
+from tests.support.marks import fault_suite_marks
 from tests.support.services import postgres_database
 
-pytestmark = [
-    pytest.mark.faults,
-    pytest.mark.integration,
-    pytest.mark.slow,
-    pytest.mark.timeout(280),
-    pytest.mark.filterwarnings("ignore::celery.exceptions.CPendingDeprecationWarning"),
-]
+pytestmark = fault_suite_marks(280)
 
 SETTLE_SECONDS = 100
 PG_OUTAGE_SECONDS = float(os.environ.get("FAULTS_PG_OUTAGE_SECONDS", "30"))
@@ -462,13 +457,8 @@ def test_locked_beats_one_sends_and_standby_takes_over(
             )
         recorded = {sid: tickers[0] for sid, tickers in mock.items()}
         settled = harness.settle(fresh_db, recorded, timeout=SETTLE_SECONDS)
-        result = harness.check(
-            "locked beats, active SIGKILLed",
-            fresh_db,
-            recorded,
-            stack.logs(),
-            injections=1,
-            seconds=time.monotonic() - started,
+        result = stack.check(
+            "locked beats, active SIGKILLed", recorded, injections=1, started=started
         )
         runs = generator_runs(stack)
     finally:

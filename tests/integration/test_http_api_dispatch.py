@@ -149,20 +149,29 @@ def test_pipeline_created_over_http_receives_the_next_matching_signal(
         publish(redis_url, wanted)
         assert set(wait_dispatched(pg_db, wanted).values()) == {"dispatched"}
 
-        def executions_if_succeeded(count: int) -> list[dict[str, Any]]:
+        def listed() -> list[dict[str, Any]]:
             found: list[dict[str, Any]] = alice.get(f"/api/v1/pipelines/{pid}/executions").json()[
                 "items"
             ]
-            done = len(found) == count and {e["status"] for e in found} == {"succeeded"}
-            return found if done else []
+            return found
 
-        executions = wait_until(
-            lambda: executions_if_succeeded(6),
-            timeout=60,
-            interval=0.3,
-            message="6 executions succeeded",
-            detail=lambda: alice.get(f"/api/v1/pipelines/{pid}/executions").json()["items"],
-        )
+        def executions_succeeded(count: int) -> list[dict[str, Any]]:
+            """The pipeline's executions, once there are `count`, all succeeded."""
+
+            def if_succeeded() -> list[dict[str, Any]]:
+                found = listed()
+                done = len(found) == count and {e["status"] for e in found} == {"succeeded"}
+                return found if done else []
+
+            return wait_until(
+                if_succeeded,
+                timeout=60,
+                interval=0.3,
+                message=f"{count} executions succeeded",
+                detail=listed,
+            )
+
+        executions = executions_succeeded(6)
         assert sorted(e["signal_id"] for e in executions) == sorted(
             str(s.signal_id) for s in wanted
         )
@@ -186,13 +195,7 @@ def test_pipeline_created_over_http_receives_the_next_matching_signal(
         accepted = alice.post("/api/v1/replays", json=replay)
         assert accepted.status_code == 202, accepted.text
         assert accepted.json()["pipeline_ids"] == [pid]
-        executions = wait_until(
-            lambda: executions_if_succeeded(7),
-            timeout=60,
-            interval=0.3,
-            message="7 executions succeeded",
-            detail=lambda: alice.get(f"/api/v1/pipelines/{pid}/executions").json()["items"],
-        )
+        executions = executions_succeeded(7)
         replayed = [e for e in executions if e["signal_id"] == str(wanted[0].signal_id)]
         assert len(executions) == 7 and len(replayed) == 2, executions
 

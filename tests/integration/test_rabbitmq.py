@@ -27,7 +27,6 @@ from sqlalchemy import select
 from signalgen.storage import Database
 from signalgen.storage.models import SignalRecord
 from tests.faults import harness
-from tests.support.wait import wait_until
 
 pytestmark = [
     pytest.mark.integration,
@@ -132,13 +131,7 @@ def test_pickle_refused_on_rabbitmq(
     try:
         stack.start_workers(1)
         sent = harness.inject_hostile(amqp_url, marker)
-        letters = wait_until(
-            lambda: found if len(found := harness.dead_letters(pg_db)) >= len(sent) else None,
-            timeout=30,
-            interval=0.3,
-            message=f"{len(sent)} dead letters",
-            detail=lambda: [x.reason for x in harness.dead_letters(pg_db)],
-        )
+        letters = harness.wait_dead_letters(pg_db, len(sent))
     finally:
         stack.close()
     assert len(letters) == len(sent), [x.reason for x in letters]

@@ -59,13 +59,7 @@ def test_pickle_on_intake_and_task_queues_is_refused_and_dead_lettered(
     try:
         stack.start_workers(1)
         sent = harness.inject_hostile(redis_url, marker)
-        letters = wait_until(
-            lambda: found if len(found := harness.dead_letters(pg_db)) >= len(sent) else None,
-            timeout=30,
-            interval=0.3,
-            message=f"{len(sent)} dead letters",
-            detail=lambda: [x.reason for x in harness.dead_letters(pg_db)],
-        )
+        letters = harness.wait_dead_letters(pg_db, len(sent))
         alive = stack.workers["w0"].proc.poll() is None
     finally:
         stack.close()

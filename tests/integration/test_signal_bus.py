@@ -324,24 +324,14 @@ def test_two_sweepers_on_postgresql_send_each_row_once(pg_db: Database) -> None:
     """FOR UPDATE SKIP LOCKED: concurrent sweeps split the outbox instead of sending it twice."""
     import threading
 
-    from schemas.signal import Bias, SignalBias, SignalType, stable_signal_id
+    from schemas.signal import Bias
     from signalgen.bus import publish_pending, record_signals
+    from tests.support.ops import ticker_signal
 
     now = datetime.now(UTC)
     signals = [
-        Signal(
-            signal_id=stable_signal_id(
-                source="sweep_test",
-                signal_type=SignalType.MOCK,
-                tickers=("AAPL",),
-                event_key=str(i),
-            ),
-            signal_type=SignalType.MOCK,
-            tickers=("AAPL",),
-            bias={"AAPL": SignalBias(ticker="AAPL", bias=Bias.NEUTRAL, confidence=0.5)},
-            timestamp=now,
-            event_time=now,
-            source="sweep_test",
+        ticker_signal(
+            "AAPL", str(i), source="sweep_test", at=now, bias=Bias.NEUTRAL, confidence=0.5
         )
         for i in range(40)
     ]

@@ -28,15 +28,20 @@ def pipelines_and_signal(db: Database, count: int = 3) -> tuple[MatchIndex, str]
         for n in range(count)
     ]
     import_specs(db, specs, redis_url="redis://127.0.0.1:1/0")  # bump fails: logged only
-    payload = json.dumps(
+    return MatchIndex.build(load_signal_scanners(db)), signal_payload()
+
+
+def signal_payload(at: datetime = T0, *, source: str = "t") -> str:
+    """A new golden-cross signal's JSON (a fresh id each call) on AAPL, made and happened at
+    `at`."""
+    return json.dumps(
         {
             "signal_id": str(uuid.uuid4()),
             "signal_type": "golden_cross",
             "tickers": ["AAPL"],
             "bias": {},
-            "timestamp": T0.isoformat(),
-            "event_time": T0.isoformat(),
-            "source": "t",
+            "timestamp": at.isoformat(),
+            "event_time": at.isoformat(),
+            "source": source,
         }
     )
-    return MatchIndex.build(load_signal_scanners(db)), payload

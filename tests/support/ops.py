@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from schemas.signal import Bias, Signal, SignalBias, SignalType, stable_signal_id
 from signalgen.bus import record_signals
@@ -11,6 +12,36 @@ from signalgen.storage import Database
 from signalgen.storage.models import Execution, Pipeline
 
 T0 = datetime(2026, 3, 2, 14, 0, tzinfo=UTC)
+
+
+def ticker_signal(
+    ticker: str,
+    event_key: str,
+    *,
+    source: str,
+    at: datetime,
+    signal_type: SignalType = SignalType.MOCK,
+    bias: Bias = Bias.BULLISH,
+    confidence: float = 0.7,
+    reasoning: str = "",
+    metadata: dict[str, Any] | None = None,
+) -> Signal:
+    """A signal on `ticker` alone, made and happened `at`, its id derived from `source`, the
+    type, the ticker and `event_key`."""
+    return Signal(
+        signal_id=stable_signal_id(
+            source=source, signal_type=signal_type, tickers=(ticker,), event_key=event_key
+        ),
+        signal_type=signal_type,
+        tickers=(ticker,),
+        bias={
+            ticker: SignalBias(ticker=ticker, bias=bias, confidence=confidence, reasoning=reasoning)
+        },
+        metadata=metadata or {},
+        timestamp=at,
+        event_time=at,
+        source=source,
+    )
 
 
 def make_signal(
@@ -24,22 +55,16 @@ def make_signal(
     confidence: float = 0.8,
 ) -> Signal:
     moment = at + timedelta(minutes=index)
-    return Signal(
-        signal_id=stable_signal_id(
-            source=source,
-            signal_type=signal_type,
-            tickers=(ticker,),
-            event_key=f"{moment.isoformat()}|{index}",
-        ),
-        signal_type=signal_type,
-        tickers=(ticker,),
-        bias={
-            ticker: SignalBias(ticker=ticker, bias=bias, confidence=confidence, reasoning="test")
-        },
-        metadata={"index": index},
-        timestamp=moment,
-        event_time=moment,
+    return ticker_signal(
+        ticker,
+        f"{moment.isoformat()}|{index}",
         source=source,
+        at=moment,
+        signal_type=signal_type,
+        bias=bias,
+        confidence=confidence,
+        reasoning="test",
+        metadata={"index": index},
     )
 
 

@@ -20,6 +20,7 @@ from dispatcher.store import load_signal_scanners
 from signalgen.interfaces.cli import main
 from signalgen.storage import Database
 from signalgen.storage.models import Pipeline
+from tests.support.claims import signal_payload
 
 SECRET = "0123456789abcdef-secret"
 
@@ -154,17 +155,7 @@ def test_signals_list_and_show_after_a_dispatch(
     runner, _ = cli
     run(runner, "pipelines", "add", "--owner", "u", "--name", "any-aapl", "--tickers", "AAPL")
     now = datetime(2025, 1, 2, tzinfo=UTC)
-    payload = json.dumps(
-        {
-            "signal_id": str(uuid.uuid4()),
-            "signal_type": "golden_cross",
-            "tickers": ["AAPL"],
-            "bias": {},
-            "timestamp": now.isoformat(),
-            "event_time": now.isoformat(),
-            "source": "ext",
-        }
-    )
+    payload = signal_payload(now, source="ext")
     lonely = json.loads(payload) | {"signal_id": str(uuid.uuid4()), "tickers": ["ZZZ"]}
     index = MatchIndex.build(load_signal_scanners(sqlite_db))
     enqueued: list[Any] = []
