@@ -10,6 +10,7 @@ import contextlib
 import socket
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kombu import Connection, Exchange, Message, Queue
@@ -152,3 +153,51 @@ def test_install_is_idempotent_and_keeps_healthy_channels_working(own_redis: Own
     for message in delivered:
         message.ack()
     conn.close()
+
+
+def test_a_channel_reuses_one_redis_client_per_pool(own_redis: OwnRedis) -> None:
+    """Guard 2: one `redis.Redis` per channel pool, messages still flow, a new pool gets a new
+    client (the channel's old client is never handed out over a dropped pool)."""
+    kombu_compat.install()
+    kombu_compat.install()
+    from kombu.transport import redis as redis_transport
+
+    reused = redis_transport.Channel._create_client
+    assert not hasattr(reused.__wrapped__, "__wrapped__")  # wrapped once, not twice
+
+    queue = Queue("reuse", Exchange("compat", type="direct"), routing_key="reuse")
+    with Connection(own_redis.url) as conn:
+        channel = conn.default_channel
+        first = channel._create_client()
+        assert channel._create_client() is first
+        assert channel._create_client(asynchronous=True) is not first  # BRPOP client apart
+        with conn.Producer() as producer:
+            for n in range(3):
+                producer.publish(
+                    {"n": n}, exchange=queue.exchange, routing_key="reuse", declare=[queue]
+                )
+        assert channel._create_client() is first
+        got: list[int] = []
+
+        def take(body: Any, message: Message) -> None:
+            got.append(body["n"])
+            message.ack()
+
+        with conn.Consumer([queue], callbacks=[take]):
+            while len(got) < 3:
+                conn.drain_events(timeout=5)
+        assert sorted(got) == [0, 1, 2]
+        assert first.llen("reuse") == 0
+
+        # The channel drops its pool (as on close or reconnect): the next client is new, on the
+        # new pool, and works.
+        old_pool = channel._pool
+        channel._pool = None
+        second = channel._create_client()
+        assert second is not first
+        assert second.connection_pool is channel._pool is not old_pool
+        assert second.ping()
+
+    with Connection(own_redis.url) as other:
+        # per channel, never shared across them
+        assert other.default_channel._create_client() is not first
