@@ -24,6 +24,7 @@ a scratch database is created and dropped). `python -m bench dispatch` or
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import random
 import statistics
@@ -396,6 +397,11 @@ def bench_latency(rate: float | None = None, seconds: float = 10.0) -> dict[str,
                 with database.session() as session:
                     session.query(Execution).delete()
                 rng = random.Random(1)
+                # The load generator is not what is measured: no collector pause of its own
+                # (65 ms seen) may delay a publish after its x-published-at, or bunch the next
+                # ones. Both phases alike; collected again once they are over.
+                gc.freeze()
+                gc.disable()
                 # Phase 1, the baseline: a no-op task at `rate`/s through the same worker.
                 roots = [worker.pid for worker in workers]
                 cpu_before = _cpu_seconds(roots)
@@ -424,6 +430,7 @@ def bench_latency(rate: float | None = None, seconds: float = 10.0) -> dict[str,
                         producer, rng.choice(tickers[1:]), SIGNAL_EXCHANGE, DISPATCH_INTAKE_QUEUE
                     )
                     publish_times[signal_id] = time.time()
+                gc.enable()
             deadline = time.monotonic() + 60
             latencies: list[float] = []
             while time.monotonic() < deadline:
