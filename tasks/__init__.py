@@ -126,4 +126,3 @@ def _register_consumer_steps() -> None:
 _register_consumer_steps()
 
 __all__ = ["app"]
-
