@@ -180,3 +180,18 @@ def test_readyz_is_unavailable_with_a_broken_watchlist(
     assert str(watchlist) not in answer.text  # the path is for the log, not an anonymous caller
     problem = configuration_problem(get_settings())
     assert problem is not None and problem.startswith(f"{watchlist}: ")
+
+
+def test_a_written_path_option_refuses_a_folder_for_a_file_and_writes_a_new_file(
+    tmp_path: Path,
+) -> None:
+    """`written_path` options (api --openapi, backtest --plot/--report, pipelines export
+    --output): a path the command cannot write as a file is refused before any work, with the
+    option named; a new file is written."""
+    refused = CliRunner().invoke(main, ["api", "--openapi", str(tmp_path)])
+    assert refused.exit_code == 2
+    assert "--openapi" in refused.output and "directory" in refused.output
+    target = tmp_path / "openapi.json"
+    written = CliRunner().invoke(main, ["api", "--openapi", str(target)])
+    assert written.exit_code == 0, written.output
+    assert json.loads(target.read_text())["openapi"].startswith("3.")
