@@ -18,9 +18,14 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/signalgen dev
 
-## test: the full suite (integration tests need Redis/PostgreSQL/RabbitMQ; required under CI)
+## test: the full suite (integration tests need Redis/PostgreSQL/RabbitMQ; required under CI):
+## everything but the `serial` tests on TEST_WORKERS pytest-xdist processes (each with its own
+## PostgreSQL database and Redis db), then the `serial` ones alone (faults stop the services;
+## latency tests time the wall clock)
+TEST_WORKERS ?= 3
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) -m "not serial"
+	$(BIN)/python -m pytest -m serial
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -162,6 +162,7 @@ def alert(alert_id: str) -> dict[str, Any]:
     }
 
 
+@pytest.mark.serial  # times wall-clock latency: not beside other tests
 def test_alerts_reach_pipelines_within_a_second_while_the_provider_hangs(
     pg_db: Database,
     redis_url: str,

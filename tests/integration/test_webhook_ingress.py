@@ -178,6 +178,7 @@ def rows(database: Database) -> int:
         return int(session.scalar(select(func.count()).select_from(SignalRecord)) or 0)
 
 
+@pytest.mark.serial  # times wall-clock latency: not beside other tests
 def test_alert_reaches_the_exchange_within_100_ms(
     pg_db: Database, redis_url: str, listener: ExchangeListener
 ) -> None:

@@ -92,6 +92,7 @@ def test_legacy_plain_secrets_load_and_rotation_encrypts_them() -> None:
         (f"{NEW.decode()},short", "key 2 of 2 is not a Fernet key"),
         ("ünïcode", "key 1 of 1 is not a Fernet key"),
     ],
+    ids=["empty", "blank", "second-short", "not-base64"],  # stable: NEW is random per process
 )
 def test_malformed_keys_are_refused_naming_the_position(text: str, message: str) -> None:
     with pytest.raises(SecretKeyError, match=message) as caught:
