@@ -61,6 +61,20 @@ def _doc(*, default: str | None = None, main: bool = False) -> dict[str, Any]:
     return extra
 
 
+def _var(
+    name: str, default: Any, *, main: bool = False, shown: str | None = None, **constraints: Any
+) -> Any:
+    """A field read from the variable `name`, with its default; `main` and `shown` as `_doc`
+    takes them, `constraints` (gt, ge, ...) as `Field` does. The field's description is the
+    docstring under it (`use_attribute_docstrings`)."""
+    return Field(
+        default,
+        validation_alias=name,
+        json_schema_extra=_doc(main=main, default=shown),
+        **constraints,
+    )
+
+
 class _Duration:
     """A read-only `Settings` attribute: the seconds field `field` as a `timedelta`."""
 
@@ -81,7 +95,7 @@ class Settings(BaseSettings):
     """Environment configuration. Unknown variables are ignored, bad values refused.
 
     Each field is one variable (`validation_alias`, the field name in upper case) with its type,
-    default and a one-line `description`: the docs table is generated from them.
+    default and a docstring, its one-line description: the docs table is generated from them.
     """
 
     model_config = SettingsConfigDict(
@@ -90,382 +104,187 @@ class Settings(BaseSettings):
         extra="ignore",
         frozen=True,
         ignored_types=(_Duration,),
+        use_attribute_docstrings=True,
     )
 
     # Connections
-    broker_url: str = Field(
-        default=DEFAULT_REDIS_URL,
-        validation_alias="BROKER_URL",
-        description="Celery/Kombu broker, `redis://…` or `amqp://…`",
-        json_schema_extra=_doc(
-            main=True, default="`redis://127.0.0.1:6379/0`; embedded under `signalgen dev`"
-        ),
+    broker_url: str = _var(
+        "BROKER_URL",
+        DEFAULT_REDIS_URL,
+        main=True,
+        shown="`redis://127.0.0.1:6379/0`; embedded under `signalgen dev`",
     )
+    """Celery/Kombu broker, `redis://…` or `amqp://…`"""
     database_url: str = Field(
         default_factory=default_database_url,
         validation_alias="DATABASE_URL",
-        description="SQLAlchemy URL, `postgresql://…`",
         json_schema_extra=_doc(main=True, default="SQLite file `.signalgen/signalgen.storage`"),
     )
-    redis_url: str | None = Field(
-        default=None,
-        validation_alias="REDIS_URL",
-        description=(
-            "Redis for the shared Finnhub limiter, index versions, rate limits, beat's "
-            "send-once markers"
-        ),
-        json_schema_extra=_doc(
-            main=True, default="the broker, if it is Redis; **required** with an `amqp://` broker"
-        ),
+    """SQLAlchemy URL, `postgresql://…`"""
+    redis_url: str | None = _var(
+        "REDIS_URL",
+        None,
+        main=True,
+        shown="the broker, if it is Redis; **required** with an `amqp://` broker",
     )
+    """Redis for the shared Finnhub limiter, index versions, rate limits, beat's send-once
+    markers"""
 
     # Market data
-    finnhub_api_key: SecretStr | None = Field(
-        default=None,
-        validation_alias="FINNHUB_API_KEY",
-        description="Finnhub key; unset: bars come from imports only (placeholders refused)",
-        json_schema_extra=_doc(main=True),
+    finnhub_api_key: SecretStr | None = _var("FINNHUB_API_KEY", None, main=True)
+    """Finnhub key; unset: bars come from imports only (placeholders refused)"""
+    finnhub_base_url: str = _var("FINNHUB_BASE_URL", "https://finnhub.io/api/v1")
+    """Finnhub API base"""
+    finnhub_calls_per_minute: int = _var("FINNHUB_CALLS_PER_MINUTE", 60, main=True, ge=1)
+    """Finnhub calls per minute, one limit shared by every worker"""
+    finnhub_calls_per_second: int = _var("FINNHUB_CALLS_PER_SECOND", 30, ge=1)
+    """Finnhub calls per second, one limit shared by every worker"""
+    finnhub_timeout_seconds: float = _var("FINNHUB_TIMEOUT_SECONDS", 10.0, gt=0)
+    """timeout of one Finnhub HTTP call"""
+    market_calendar: str = _var("MARKET_CALENDAR", "XNYS", min_length=1)
+    """exchange calendar (exchange_calendars name, or `24/7`) gating quote calls and dating daily
+    bars"""
+    market_data_budget_seconds: float = _var("MARKET_DATA_BUDGET_SECONDS", 8.0, gt=0, le=300)
+    """wall-time bound of one refresh of a generator's bars (every provider call, retry and wait for
+    a rate-limit slot included)"""
+    provider_breaker_failures: int = _var("PROVIDER_BREAKER_FAILURES", 3, ge=1)
+    """consecutive transport failures (timeouts, refused connections, 5xx) that open the provider's
+    shared circuit"""
+    provider_breaker_cooldown_seconds: float = _var("PROVIDER_BREAKER_COOLDOWN_SECONDS", 60.0, gt=0)
+    """how long an open circuit refuses calls before one probe is let through"""
+    provider_no_data_retry_seconds: float = _var("PROVIDER_NO_DATA_RETRY_SECONDS", 3600.0, gt=0)
+    """first pause after a ticker returned no data; doubled on each empty answer"""
+    provider_no_data_retry_max_seconds: float = _var(
+        "PROVIDER_NO_DATA_RETRY_MAX_SECONDS", 86400.0, gt=0
     )
-    finnhub_base_url: str = Field(
-        default="https://finnhub.io/api/v1",
-        validation_alias="FINNHUB_BASE_URL",
-        description="Finnhub API base",
+    """longest pause for a ticker without data"""
+    history_source: Literal["stooq", "tiingo", "alphavantage", "finnhub", "csv"] = _var(
+        "HISTORY_SOURCE", "stooq", main=True
     )
-    finnhub_calls_per_minute: int = Field(
-        default=60,
-        ge=1,
-        validation_alias="FINNHUB_CALLS_PER_MINUTE",
-        description="Finnhub calls per minute, one limit shared by every worker",
-        json_schema_extra=_doc(main=True),
-    )
-    finnhub_calls_per_second: int = Field(
-        default=30,
-        ge=1,
-        validation_alias="FINNHUB_CALLS_PER_SECOND",
-        description="Finnhub calls per second, one limit shared by every worker",
-    )
-    finnhub_timeout_seconds: float = Field(
-        default=10.0,
-        gt=0,
-        validation_alias="FINNHUB_TIMEOUT_SECONDS",
-        description="timeout of one Finnhub HTTP call",
-    )
-    market_calendar: str = Field(
-        default="XNYS",
-        min_length=1,
-        validation_alias="MARKET_CALENDAR",
-        description=(
-            "exchange calendar (exchange_calendars name, or `24/7`) gating quote calls and "
-            "dating daily bars"
-        ),
-    )
-    market_data_budget_seconds: float = Field(
-        default=8.0,
-        gt=0,
-        le=300,
-        validation_alias="MARKET_DATA_BUDGET_SECONDS",
-        description=(
-            "wall-time bound of one refresh of a generator's bars (every provider call, retry "
-            "and wait for a rate-limit slot included)"
-        ),
-    )
-    provider_breaker_failures: int = Field(
-        default=3,
-        ge=1,
-        validation_alias="PROVIDER_BREAKER_FAILURES",
-        description=(
-            "consecutive transport failures (timeouts, refused connections, 5xx) that open the "
-            "provider's shared circuit"
-        ),
-    )
-    provider_breaker_cooldown_seconds: float = Field(
-        default=60.0,
-        gt=0,
-        validation_alias="PROVIDER_BREAKER_COOLDOWN_SECONDS",
-        description="how long an open circuit refuses calls before one probe is let through",
-    )
-    provider_no_data_retry_seconds: float = Field(
-        default=3600.0,
-        gt=0,
-        validation_alias="PROVIDER_NO_DATA_RETRY_SECONDS",
-        description="first pause after a ticker returned no data; doubled on each empty answer",
-    )
-    provider_no_data_retry_max_seconds: float = Field(
-        default=86400.0,
-        gt=0,
-        validation_alias="PROVIDER_NO_DATA_RETRY_MAX_SECONDS",
-        description="longest pause for a ticker without data",
-    )
-    history_source: Literal["stooq", "tiingo", "alphavantage", "finnhub", "csv"] = Field(
-        default="stooq",
-        validation_alias="HISTORY_SOURCE",
-        description="where backfill gets daily history; set explicitly, workers backfill at start",
-        json_schema_extra=_doc(main=True),
-    )
-    stooq_base_url: str = Field(
-        default="https://stooq.com", validation_alias="STOOQ_BASE_URL", description="Stooq base"
-    )
-    tiingo_api_key: SecretStr | None = Field(
-        default=None, validation_alias="TIINGO_API_KEY", description="Tiingo key (free)"
-    )
-    tiingo_base_url: str = Field(
-        default="https://api.tiingo.com",
-        validation_alias="TIINGO_BASE_URL",
-        description="Tiingo base",
-    )
-    alphavantage_api_key: SecretStr | None = Field(
-        default=None,
-        validation_alias="ALPHAVANTAGE_API_KEY",
-        description="Alpha Vantage key (free)",
-    )
-    alphavantage_base_url: str = Field(
-        default="https://www.alphavantage.co",
-        validation_alias="ALPHAVANTAGE_BASE_URL",
-        description="Alpha Vantage base",
-    )
-    history_csv_dir: Path | None = Field(
-        default=None,
-        validation_alias="HISTORY_CSV_DIR",
-        description="the `csv` history source's directory of `<TICKER>.csv` files",
-    )
+    """where backfill gets daily history; set explicitly, workers backfill at start"""
+    stooq_base_url: str = _var("STOOQ_BASE_URL", "https://stooq.com")
+    """Stooq base"""
+    tiingo_api_key: SecretStr | None = _var("TIINGO_API_KEY", None)
+    """Tiingo key (free)"""
+    tiingo_base_url: str = _var("TIINGO_BASE_URL", "https://api.tiingo.com")
+    """Tiingo base"""
+    alphavantage_api_key: SecretStr | None = _var("ALPHAVANTAGE_API_KEY", None)
+    """Alpha Vantage key (free)"""
+    alphavantage_base_url: str = _var("ALPHAVANTAGE_BASE_URL", "https://www.alphavantage.co")
+    """Alpha Vantage base"""
+    history_csv_dir: Path | None = _var("HISTORY_CSV_DIR", None)
+    """the `csv` history source's directory of `<TICKER>.csv` files"""
 
     # Configuration files and generators
-    watchlist_config_path: Path = Field(
-        default=CONFIG_DIR / "watchlist.json",
-        validation_alias="WATCHLIST_CONFIG_PATH",
-        description="watchlist (the original's format)",
-        json_schema_extra=_doc(main=True),
+    watchlist_config_path: Path = _var(
+        "WATCHLIST_CONFIG_PATH", CONFIG_DIR / "watchlist.json", main=True
     )
-    generators_config_path: Path = Field(
-        default=CONFIG_DIR / "generators.json",
-        validation_alias="GENERATORS_CONFIG_PATH",
-        description="generator instances, intervals, settings",
-        json_schema_extra=_doc(main=True),
+    """watchlist (the original's format)"""
+    generators_config_path: Path = _var(
+        "GENERATORS_CONFIG_PATH", CONFIG_DIR / "generators.json", main=True
     )
-    operations_config_path: Path = Field(
-        default=CONFIG_DIR / "operations.json",
-        validation_alias="OPERATIONS_CONFIG_PATH",
-        description="budgets, owner limits, `quotas`, `executors.celery_tasks` (missing: defaults)",
-        json_schema_extra=_doc(main=True),
+    """generator instances, intervals, settings"""
+    operations_config_path: Path = _var(
+        "OPERATIONS_CONFIG_PATH", CONFIG_DIR / "operations.json", main=True
     )
-    webhooks_config_path: Path = Field(
-        default=CONFIG_DIR / "webhooks.json",
-        validation_alias="WEBHOOKS_CONFIG_PATH",
-        description="webhook sources, body depth, event-time bounds (missing: no sources)",
-        json_schema_extra=_doc(main=True),
+    """budgets, owner limits, `quotas`, `executors.celery_tasks` (missing: defaults)"""
+    webhooks_config_path: Path = _var(
+        "WEBHOOKS_CONFIG_PATH", CONFIG_DIR / "webhooks.json", main=True
     )
-    mock_generator_interval_seconds: int | None = Field(
-        default=None,
-        gt=0,
-        validation_alias="MOCK_GENERATOR_INTERVAL_SECONDS",
-        description="overrides every `mock` generator's interval",
-        json_schema_extra=_doc(main=True, default="from the file"),
+    """webhook sources, body depth, event-time bounds (missing: no sources)"""
+    mock_generator_interval_seconds: int | None = _var(
+        "MOCK_GENERATOR_INTERVAL_SECONDS", None, main=True, shown="from the file", gt=0
     )
-    golden_cross_check_interval_seconds: int | None = Field(
-        default=None,
-        gt=0,
-        validation_alias="GOLDEN_CROSS_CHECK_INTERVAL_SECONDS",
-        description="overrides every `golden_cross` generator's interval",
-        json_schema_extra=_doc(main=True, default="from the file"),
+    """overrides every `mock` generator's interval"""
+    golden_cross_check_interval_seconds: int | None = _var(
+        "GOLDEN_CROSS_CHECK_INTERVAL_SECONDS", None, main=True, shown="from the file", gt=0
     )
-    mock_generator_enabled: bool | None = Field(
-        default=None,
-        validation_alias="MOCK_GENERATOR_ENABLED",
-        description=(
-            "turns `mock` generators on/off over the file (on outside dev logs a warning; "
-            "pipelines still opt in with `include_mock`)"
-        ),
-        json_schema_extra=_doc(default="file (off); `1` under `signalgen dev`"),
+    """overrides every `golden_cross` generator's interval"""
+    mock_generator_enabled: bool | None = _var(
+        "MOCK_GENERATOR_ENABLED", None, shown="file (off); `1` under `signalgen dev`"
     )
-    signalgen_dev: bool = Field(
-        default=False,
-        validation_alias="SIGNALGEN_DEV",
-        description="set by `signalgen dev` for its processes (mock generators expected)",
-    )
+    """turns `mock` generators on/off over the file (on outside dev logs a warning; pipelines still
+    opt in with `include_mock`)"""
+    signalgen_dev: bool = _var("SIGNALGEN_DEV", False)
+    """set by `signalgen dev` for its processes (mock generators expected)"""
 
     # Beat
-    beat_lock: bool = Field(
-        default=False,
-        validation_alias="BEAT_LOCK",
-        description="hot-standby beat: only the lock holder sends",
-        json_schema_extra=_doc(main=True),
-    )
-    beat_lock_ttl_seconds: float = Field(
-        default=30.0,
-        gt=0,
-        validation_alias="BEAT_LOCK_TTL_SECONDS",
-        description="TTL of the beat lock (renewed every third of it): the standby's takeover",
-    )
-    beat_send_once: bool = Field(
-        default=True,
-        validation_alias="BEAT_SEND_ONCE",
-        description="a Redis marker per schedule slot: each slot sent once across beats, restarts",
-    )
+    beat_lock: bool = _var("BEAT_LOCK", False, main=True)
+    """hot-standby beat: only the lock holder sends"""
+    beat_lock_ttl_seconds: float = _var("BEAT_LOCK_TTL_SECONDS", 30.0, gt=0)
+    """TTL of the beat lock (renewed every third of it): the standby's takeover"""
+    beat_send_once: bool = _var("BEAT_SEND_ONCE", True)
+    """a Redis marker per schedule slot: each slot sent once across beats, restarts"""
 
     # Dispatcher
-    execution_lease_seconds: float = Field(
-        default=900.0,
-        gt=0,
-        validation_alias="EXECUTION_LEASE_SECONDS",
-        description=(
-            "a `running` execution older than this is presumed dead and taken over (keep it "
-            "above webhook timeout x attempts + back-off)"
-        ),
-    )
-    claimed_grace_seconds: float = Field(
-        default=60.0,
-        gt=0,
-        validation_alias="CLAIMED_GRACE_SECONDS",
-        description="a claim still `claimed` after this is re-enqueued by the periodic sweep",
-    )
-    pipeline_index_check_seconds: float = Field(
-        default=1.0,
-        gt=0,
-        validation_alias="PIPELINE_INDEX_CHECK_SECONDS",
-        description="how often (at most) a worker reads the pipelines version (writes patched in)",
-    )
-    pipeline_index_max_age_seconds: float = Field(
-        default=60.0,
-        gt=0,
-        validation_alias="PIPELINE_INDEX_MAX_AGE_SECONDS",
-        description=(
-            "how often a worker checks its index against the database (bound for a lost "
-            "version bump)"
-        ),
-    )
+    execution_lease_seconds: float = _var("EXECUTION_LEASE_SECONDS", 900.0, gt=0)
+    """a `running` execution older than this is presumed dead and taken over (keep it above webhook
+    timeout x attempts + back-off)"""
+    claimed_grace_seconds: float = _var("CLAIMED_GRACE_SECONDS", 60.0, gt=0)
+    """a claim still `claimed` after this is re-enqueued by the periodic sweep"""
+    pipeline_index_check_seconds: float = _var("PIPELINE_INDEX_CHECK_SECONDS", 1.0, gt=0)
+    """how often (at most) a worker reads the pipelines version (writes patched in)"""
+    pipeline_index_max_age_seconds: float = _var("PIPELINE_INDEX_MAX_AGE_SECONDS", 60.0, gt=0)
+    """how often a worker checks its index against the database (bound for a lost version bump)"""
 
     # Repair
-    repair_interval_seconds: float = Field(
-        default=60.0,
-        gt=0,
-        validation_alias="REPAIR_INTERVAL_SECONDS",
-        description="beat interval of `signals.repair`",
-    )
-    repair_grace_seconds: float = Field(
-        default=300.0,
-        gt=0,
-        validation_alias="REPAIR_GRACE_SECONDS",
-        description=(
-            "a signal published, or an execution enqueued, this long ago and untouched is sent "
-            "again"
-        ),
-    )
-    repair_horizon_seconds: float = Field(
-        default=86400.0,
-        gt=0,
-        validation_alias="REPAIR_HORIZON_SECONDS",
-        description="signals recorded longer ago than this are left to an operator's replay",
-    )
-    outbox_sweep_age_seconds: float = Field(
-        default=30.0,
-        gt=0,
-        validation_alias="OUTBOX_SWEEP_AGE_SECONDS",
-        description="age at which the outbox sweep takes over an unpublished signal",
-    )
-    repair_batch: int = Field(
-        default=500,
-        gt=0,
-        validation_alias="REPAIR_BATCH",
-        description="most signals, and most executions, one repair sweep re-sends",
-    )
-    repair_max_backlog: int = Field(
-        default=100,
-        ge=0,
-        validation_alias="REPAIR_MAX_BACKLOG",
-        description="repair re-sends nothing while the queues concerned hold more messages",
-    )
+    repair_interval_seconds: float = _var("REPAIR_INTERVAL_SECONDS", 60.0, gt=0)
+    """beat interval of `signals.repair`"""
+    repair_grace_seconds: float = _var("REPAIR_GRACE_SECONDS", 300.0, gt=0)
+    """a signal published, or an execution enqueued, this long ago and untouched is sent again"""
+    repair_horizon_seconds: float = _var("REPAIR_HORIZON_SECONDS", 86400.0, gt=0)
+    """signals recorded longer ago than this are left to an operator's replay"""
+    outbox_sweep_age_seconds: float = _var("OUTBOX_SWEEP_AGE_SECONDS", 30.0, gt=0)
+    """age at which the outbox sweep takes over an unpublished signal"""
+    repair_batch: int = _var("REPAIR_BATCH", 500, gt=0)
+    """most signals, and most executions, one repair sweep re-sends"""
+    repair_max_backlog: int = _var("REPAIR_MAX_BACKLOG", 100, ge=0)
+    """repair re-sends nothing while the queues concerned hold more messages"""
 
     # Security
-    webhook_allow_networks: str = Field(
-        default="",
-        validation_alias="WEBHOOK_ALLOW_NETWORKS",
-        description=(
-            "comma-separated CIDRs webhook executors may reach although private/loopback/"
-            "reserved (a metadata address only by its exact /32); a bad entry stops start-up"
-        ),
-        json_schema_extra=_doc(
-            main=True,
-            default="empty: public addresses only; `127.0.0.1/32,::1/128` under `signalgen dev`",
-        ),
+    webhook_allow_networks: str = _var(
+        "WEBHOOK_ALLOW_NETWORKS",
+        "",
+        main=True,
+        shown="empty: public addresses only; `127.0.0.1/32,::1/128` under `signalgen dev`",
     )
-    secrets_keys: SecretStr | None = Field(
-        default=None,
-        validation_alias="SECRETS_KEYS",
-        description=(
-            "Fernet keys, newest first, encrypting webhook secrets at rest (first encrypts, all "
-            "decrypt; `signalgen secrets rotate`)"
-        ),
-        json_schema_extra=_doc(
-            main=True,
-            default="SQLite: a key made in `.signalgen/`; PostgreSQL: webhook writes refused",
-        ),
+    """comma-separated CIDRs webhook executors may reach although private/loopback/reserved (a
+    metadata address only by its exact /32); a bad entry stops start-up"""
+    secrets_keys: SecretStr | None = _var(
+        "SECRETS_KEYS",
+        None,
+        main=True,
+        shown="SQLite: a key made in `.signalgen/`; PostgreSQL: webhook writes refused",
     )
+    """Fernet keys, newest first, encrypting webhook secrets at rest (first encrypts, all decrypt;
+    `signalgen secrets rotate`)"""
 
     # HTTP API
-    api_rate_limit: int = Field(
-        default=600,
-        ge=1,
-        validation_alias="API_RATE_LIMIT",
-        description="HTTP API requests per key per window",
-    )
-    api_rate_window_seconds: int = Field(
-        default=60,
-        ge=1,
-        le=3600,
-        validation_alias="API_RATE_WINDOW_SECONDS",
-        description="the window of `API_RATE_LIMIT`",
-    )
-    api_key_cache_seconds: float = Field(
-        default=1.0,
-        ge=0,
-        le=1,
-        validation_alias="API_KEY_CACHE_SECONDS",
-        description=(
-            "how long an authenticated key is trusted without a lookup (a revoked key works at "
-            "most this long; `0`: revocation immediate)"
-        ),
-    )
-    auth_failures_per_address: int = Field(
-        default=20,
-        ge=0,
-        le=1_000_000,
-        validation_alias="AUTH_FAILURES_PER_ADDRESS",
-        description=(
-            "failed logins (API keys, webhook secrets) per client address per window before 429 "
-            "(`0`: off)"
-        ),
-    )
-    auth_failures_per_key: int = Field(
-        default=20,
-        ge=0,
-        le=1_000_000,
-        validation_alias="AUTH_FAILURES_PER_KEY",
-        description=(
-            "failed logins per key bucket (an API key's first 10 characters; a webhook source) "
-            "per window before 429 (`0`: off)"
-        ),
-    )
-    auth_failure_window_seconds: int = Field(
-        default=60,
-        ge=1,
-        le=86_400,
-        validation_alias="AUTH_FAILURE_WINDOW_SECONDS",
-        description="the window of the failed-login counts; past a limit, 429 until it ends",
-    )
+    api_rate_limit: int = _var("API_RATE_LIMIT", 600, ge=1)
+    """HTTP API requests per key per window"""
+    api_rate_window_seconds: int = _var("API_RATE_WINDOW_SECONDS", 60, ge=1, le=3600)
+    """the window of `API_RATE_LIMIT`"""
+    api_key_cache_seconds: float = _var("API_KEY_CACHE_SECONDS", 1.0, ge=0, le=1)
+    """how long an authenticated key is trusted without a lookup (a revoked key works at most this
+    long; `0`: revocation immediate)"""
+    auth_failures_per_address: int = _var("AUTH_FAILURES_PER_ADDRESS", 20, ge=0, le=1_000_000)
+    """failed logins (API keys, webhook secrets) per client address per window before 429
+    (`0`: off)"""
+    auth_failures_per_key: int = _var("AUTH_FAILURES_PER_KEY", 20, ge=0, le=1_000_000)
+    """failed logins per key bucket (an API key's first 10 characters; a webhook source) per window
+    before 429 (`0`: off)"""
+    auth_failure_window_seconds: int = _var("AUTH_FAILURE_WINDOW_SECONDS", 60, ge=1, le=86_400)
+    """the window of the failed-login counts; past a limit, 429 until it ends"""
 
     # Logs
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
-        default="INFO",
-        validation_alias="LOG_LEVEL",
-        description="log level (`DEBUG` also shows start-up tracebacks)",
-        json_schema_extra=_doc(main=True),
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = _var(
+        "LOG_LEVEL", "INFO", main=True
     )
-    log_format: Literal["json", "text", "auto"] = Field(
-        default="auto",
-        validation_alias="LOG_FORMAT",
-        description="log format",
-        json_schema_extra=_doc(main=True, default="`auto`: text on a terminal, JSON otherwise"),
+    """log level (`DEBUG` also shows start-up tracebacks)"""
+    log_format: Literal["json", "text", "auto"] = _var(
+        "LOG_FORMAT", "auto", main=True, shown="`auto`: text on a terminal, JSON otherwise"
     )
+    """log format"""
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -559,6 +378,11 @@ class Settings(BaseSettings):
         if self.broker_url.startswith(("redis://", "rediss://")):
             return self.broker_url
         return DEFAULT_REDIS_URL
+
+
+# A docstring wrapped over lines is one line of description (a cell of the docs table).
+for _field in Settings.model_fields.values():
+    _field.description = " ".join((_field.description or "").split())
 
 
 @functools.cache

@@ -86,7 +86,8 @@ class Policy:
     #: Back-off factor in seconds (retry n waits up to factor * 2**n) and its cap.
     backoff: int = 1
     backoff_max: int = 600
-    #: A failed task is recorded as a dead letter (stage `task`).
+    #: A failed task is recorded as a dead letter (stage `task`); `bus_task` turns this on unless
+    #: told otherwise.
     dead_letter: bool = False
     #: `args[0]` is an execution id whose owner's rate limit gates the body.
     rate_gated: bool = False
@@ -178,33 +179,14 @@ _declared: dict[str, str] = {}
 
 
 def bus_task(
-    name: str,
-    *,
-    transient: tuple[type[BaseException], ...] = (),
-    max_retries: int = 0,
-    backoff: int = 1,
-    backoff_max: int = 600,
-    dead_letter: bool = True,
-    rate_gated: bool = False,
-    dead_letters_failed_executions: bool = False,
-    records_runs: bool = False,
-    pin_kwargs: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
-    acks_late: bool | None = None,
+    name: str, *, max_retries: int = 0, acks_late: bool | None = None, **policy: Any
 ) -> Callable[[F], Any]:
-    """Register a bound task `name` with its policy. Unknown options fail here, at definition
-    (a keyword this function does not take), and so does retrying without a transient error."""
-    if max_retries and not transient:
+    """Register a bound task `name` with its policy: the keywords `Policy` declares. Unknown
+    options fail here, at definition (a field `Policy` does not have), and so does retrying
+    without a transient error."""
+    declared = Policy(**{"dead_letter": True, **policy})
+    if max_retries and not declared.transient:
         raise TypeError(f"{name}: max_retries={max_retries} but no transient errors declared")
-    policy = Policy(
-        transient=transient,
-        backoff=backoff,
-        backoff_max=backoff_max,
-        dead_letter=dead_letter,
-        rate_gated=rate_gated,
-        dead_letters_failed_executions=dead_letters_failed_executions,
-        records_runs=records_runs,
-        pin_kwargs=pin_kwargs,
-    )
     options: dict[str, Any] = {} if acks_late is None else {"acks_late": acks_late}
 
     def register(body: F) -> Any:
@@ -214,7 +196,12 @@ def bus_task(
         if _declared.setdefault(name, where) != where:
             raise TypeError(f"task {name!r} is defined twice: {_declared[name]} and {where}")
         return app.task(
-            name=name, bind=True, base=PolicyTask, policy=policy, max_retries=max_retries, **options
+            name=name,
+            bind=True,
+            base=PolicyTask,
+            policy=declared,
+            max_retries=max_retries,
+            **options,
         )(body)
 
     return register
@@ -246,15 +233,8 @@ def rate_gate(task: PolicyTask, args: tuple[Any, ...], kwargs: dict[str, Any]) -
         countdown=verdict.countdown,
         queue=PIPELINES_QUEUE,
     )
-    log_event(
-        logger,
-        "execution_deferred",
-        logging.INFO,
-        execution_id=execution_id,
-        owner=verdict.owner,
-        countdown=verdict.countdown,
-        reason=verdict.reason,
-    )
+    why = {"owner": verdict.owner, "countdown": verdict.countdown, "reason": verdict.reason}
+    log_event(logger, "execution_deferred", logging.INFO, execution_id=execution_id, **why)
     return "deferred"
 
 

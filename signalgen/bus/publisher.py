@@ -29,6 +29,17 @@ DEFAULT_RETRY_POLICY: dict[str, float] = {
 }
 
 
+#: A signal message's fixed properties: JSON text kept across a broker restart, on the signal
+#: exchange, declared with the dispatcher's intake queue so nothing published is dropped unbound.
+SIGNAL_MESSAGE: dict[str, Any] = {
+    "exchange": SIGNAL_EXCHANGE,
+    "content_type": "application/json",
+    "content_encoding": "utf-8",
+    "delivery_mode": PERSISTENT_DELIVERY_MODE,
+    "declare": [SIGNAL_EXCHANGE, DISPATCH_INTAKE_QUEUE],
+}
+
+
 class PublishError(RuntimeError):
     """The broker did not take the message; it stays in the outbox for the sweep."""
 
@@ -101,14 +112,10 @@ class KombuPublisher:
                 producer.publish(
                     payload.encode("utf-8"),
                     routing_key=routing_key,
-                    exchange=SIGNAL_EXCHANGE,
-                    content_type="application/json",
-                    content_encoding="utf-8",
-                    delivery_mode=PERSISTENT_DELIVERY_MODE,
                     headers=headers,
-                    declare=[SIGNAL_EXCHANGE, DISPATCH_INTAKE_QUEUE],
                     retry=True,
                     retry_policy=dict(self.retry_policy),
+                    **SIGNAL_MESSAGE,
                 )
             except Exception as exc:
                 # Drop the connection: the next publish starts from a clean one.

@@ -27,7 +27,7 @@ from sqlalchemy import select
 
 from schemas.signal import Signal
 from signalgen.bus import KombuPublisher
-from signalgen.bus.topology import DISPATCH_INTAKE_QUEUE, SIGNAL_EXCHANGE
+from signalgen.bus.publisher import SIGNAL_MESSAGE
 from signalgen.storage import Database
 from signalgen.storage.models import Execution, Replay, ReplayGeneration, SignalRecord
 from tests.integration.ops_support import (
@@ -118,14 +118,7 @@ def republish(broker_url: str, messages: list[tuple[str, str, dict[str, Any]]]) 
         producer = connection.Producer()
         for payload, routing_key, headers in messages:
             producer.publish(
-                payload.encode("utf-8"),
-                exchange=SIGNAL_EXCHANGE,
-                routing_key=routing_key,
-                content_type="application/json",
-                content_encoding="utf-8",
-                headers=headers,
-                declare=[SIGNAL_EXCHANGE, DISPATCH_INTAKE_QUEUE],
-                retry=True,
+                payload.encode("utf-8"), routing_key=routing_key, headers=headers, **SIGNAL_MESSAGE
             )
 
 

@@ -209,20 +209,16 @@ def test_overrides_by_variable_name(fresh: pytest.MonkeyPatch) -> None:
 
 #: The values the replaced RepairSettings/ApiSettings classes read, by variable: (unset, a value
 #: set in the environment as its text). `Settings` must read the environment to the same values.
+# fmt: off
 REPLACED_VIEWS = {
-    "REPAIR_INTERVAL_SECONDS": (60.0, 15.0),
-    "REPAIR_GRACE_SECONDS": (300.0, 90.0),
-    "REPAIR_HORIZON_SECONDS": (86400.0, 7200.0),
-    "OUTBOX_SWEEP_AGE_SECONDS": (30.0, 5.0),
-    "REPAIR_BATCH": (500, 50),
-    "REPAIR_MAX_BACKLOG": (100, 0),
-    "API_RATE_LIMIT": (600, 7),
-    "API_RATE_WINDOW_SECONDS": (60, 10),
-    "API_KEY_CACHE_SECONDS": (1.0, 0.0),
-    "AUTH_FAILURES_PER_ADDRESS": (20, 3),
-    "AUTH_FAILURES_PER_KEY": (20, 4),
-    "AUTH_FAILURE_WINDOW_SECONDS": (60, 600),
+    "REPAIR_INTERVAL_SECONDS": (60.0, 15.0),  "REPAIR_GRACE_SECONDS": (300.0, 90.0),
+    "REPAIR_HORIZON_SECONDS": (86400.0, 7200.0),  "OUTBOX_SWEEP_AGE_SECONDS": (30.0, 5.0),
+    "REPAIR_BATCH": (500, 50),  "REPAIR_MAX_BACKLOG": (100, 0),
+    "API_RATE_LIMIT": (600, 7),  "API_RATE_WINDOW_SECONDS": (60, 10),
+    "API_KEY_CACHE_SECONDS": (1.0, 0.0),  "AUTH_FAILURES_PER_ADDRESS": (20, 3),
+    "AUTH_FAILURES_PER_KEY": (20, 4),  "AUTH_FAILURE_WINDOW_SECONDS": (60, 600),
 }
+# fmt: on
 
 
 @pytest.mark.parametrize("configured", [False, True])

@@ -289,15 +289,9 @@ def list_pipelines(
 ) -> PipelinePage:
     """The caller's pipelines (an admin's: everyone's), oldest first."""
     try:
+        filters = {"owner": owner, "trigger_mode": trigger_mode, "enabled": enabled, "name": name}
         rows, next_cursor = queries.list_pipelines(
-            session,
-            principal,
-            limit=limit,
-            cursor=cursor,
-            owner=owner,
-            trigger_mode=trigger_mode,
-            enabled=enabled,
-            name=name,
+            session, principal, limit=limit, cursor=cursor, **filters
         )
     except queries.InvalidCursor as exc:
         raise _cursor_error(exc) from None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import inspect
 import json
 import uuid
 from collections.abc import Sequence
@@ -119,27 +120,26 @@ def get_pipeline(session: Session, principal: Principal, pipeline_id: uuid.UUID)
     ).scalar_one_or_none()
 
 
+#: The pipeline columns `list_pipelines` filters on, each by equality.
+PIPELINE_FILTERS = ("owner", "trigger_mode", "enabled", "name")
+
+
 def list_pipelines(
     session: Session,
     principal: Principal,
     *,
     limit: int,
     cursor: str | None = None,
-    owner: str | None = None,
-    trigger_mode: str | None = None,
-    enabled: bool | None = None,
-    name: str | None = None,
+    **filters: str | bool | None,
 ) -> tuple[list[Pipeline], str | None]:
-    """Oldest first, keyed on (created_at, id)."""
+    """Oldest first, keyed on (created_at, id). `filters` (PIPELINE_FILTERS) keep the rows whose
+    column equals the value given; None filters nothing."""
     statement = select(Pipeline).where(visible(principal))
-    if owner is not None:
-        statement = statement.where(Pipeline.owner == owner)
-    if trigger_mode is not None:
-        statement = statement.where(Pipeline.trigger_mode == trigger_mode)
-    if enabled is not None:
-        statement = statement.where(Pipeline.enabled.is_(enabled))
-    if name is not None:
-        statement = statement.where(Pipeline.name == name)
+    for column, value in filters.items():
+        if column not in PIPELINE_FILTERS:
+            raise TypeError(f"list_pipelines filters on {PIPELINE_FILTERS}, not {column!r}")
+        if value is not None:
+            statement = statement.where(getattr(Pipeline, column) == value)
     if cursor is not None:
         statement = statement.where(
             _key(Pipeline.created_at, Pipeline.id)
@@ -237,12 +237,13 @@ def _signal_filters(
     since: bool,
     until: bool,
     cursor: bool,
-    scoped: bool = False,
+    owner: bool = False,
     dispatch_status: bool = False,
 ) -> Select[Any]:
-    """The page query for one combination of filters, with named binds (see list_signals)."""
+    """The page query for one combination of filters, with named binds (see list_signals); with
+    `owner`, `matched_count` counts only that owner's pipelines."""
     statement: Select[Any]
-    columns = signal_columns(scoped)
+    columns = signal_columns(owner)
     if ticker:
         created, ident = SignalTicker.created_at, SignalTicker.signal_id
         statement = (
@@ -288,18 +289,12 @@ def _signal_sql(shape: tuple[bool, ...], dialect: Dialect) -> Compiled:
 SIGNAL_ID, CREATED_AT = 0, 4
 
 
+#: list_signals' filters: `_signal_filters`' flags, in their order.
+SIGNAL_FILTERS = tuple(inspect.signature(_signal_filters).parameters)
+
+
 def list_signals(
-    session: Session | Connection,
-    *,
-    limit: int,
-    cursor: str | None = None,
-    ticker: str | None = None,
-    signal_type: str | None = None,
-    source: str | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
-    owner: str | None = None,
-    dispatch_status: str | None = None,
+    session: Session | Connection, *, limit: int, **filters: str | datetime | None
 ) -> tuple[list[Any], str | None]:
     """Newest first, keyed on (created_at, signal_id). With a ticker, the walk is over the
     `signal_tickers` primary key (ticker, created_at, signal_id): one index range per page.
@@ -312,33 +307,14 @@ def list_signals(
     made them (UUID, list, aware datetimes: `signal_page_json` writes them as UTC), without
     SQLAlchemy's per-row processing; elsewhere through SQLAlchemy Core.
     """
-    params: dict[str, Any] = {"limit": limit + 1}
-    if ticker is not None:
-        params["ticker"] = ticker
-    if signal_type is not None:
-        params["signal_type"] = signal_type
-    if source is not None:
-        params["source"] = source
-    if since is not None:
-        params["since"] = since
-    if until is not None:
-        params["until"] = until
-    if cursor is not None:
-        params["cursor_time"], params["cursor_id"] = time_id_cursor(cursor)
-    if owner is not None:
-        params["owner"] = owner
-    if dispatch_status is not None:
-        params["dispatch_status"] = dispatch_status
-    shape = (
-        ticker is not None,
-        signal_type is not None,
-        source is not None,
-        since is not None,
-        until is not None,
-        cursor is not None,
-        owner is not None,
-        dispatch_status is not None,
-    )
+    unknown = set(filters).difference(SIGNAL_FILTERS)
+    if unknown:
+        raise TypeError(f"list_signals filters on {SIGNAL_FILTERS}, not {sorted(unknown)}")
+    params: dict[str, Any] = {name: value for name, value in filters.items() if value is not None}
+    shape = tuple(name in params for name in SIGNAL_FILTERS)
+    if "cursor" in params:
+        params["cursor_time"], params["cursor_id"] = time_id_cursor(str(params.pop("cursor")))
+    params["limit"] = limit + 1
     connection = session.connection() if isinstance(session, Session) else session
     rows: list[Any]
     if connection.dialect.driver == "psycopg":

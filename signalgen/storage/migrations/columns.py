@@ -16,6 +16,11 @@ from alembic import op
 from signalgen.storage.base import UTCDateTime
 
 
+def uuid_key(name: str = "id") -> sa.Column[Any]:
+    """A table's own UUID key column `name` (not null; the primary key constraint names it)."""
+    return sa.Column(name, sa.Uuid(), nullable=False)
+
+
 def big_id() -> sa.Column[Any]:
     """The auto-increment `id` of a large table: BIGINT, INTEGER on SQLite (its rowid)."""
     return sa.Column(

@@ -11,6 +11,7 @@ from signalgen.storage.migrations.columns import (
     drop_column_indexes,
     drop_partial_index,
     utc_column,
+    uuid_key,
 )
 
 revision: str = "0001"
@@ -18,6 +19,7 @@ down_revision: str | None = None
 
 #: The outbox sweep's rows: recorded, not yet published.
 OUTBOX = "published_at IS NULL"
+OHLCV = ("open", "high", "low", "close", "volume")
 
 
 def upgrade() -> None:
@@ -25,11 +27,7 @@ def upgrade() -> None:
         "bars",
         sa.Column("ticker", sa.String(length=32), nullable=False),
         sa.Column("day", sa.Date(), nullable=False),
-        sa.Column("open", sa.Float(), nullable=False),
-        sa.Column("high", sa.Float(), nullable=False),
-        sa.Column("low", sa.Float(), nullable=False),
-        sa.Column("close", sa.Float(), nullable=False),
-        sa.Column("volume", sa.Float(), nullable=False),
+        *(sa.Column(name, sa.Float(), nullable=False) for name in OHLCV),
         sa.Column("source", sa.String(length=32), nullable=False),
         utc_column("updated_at", nullable=False),
         sa.PrimaryKeyConstraint("ticker", "day", name=op.f("pk_bars")),
@@ -53,7 +51,7 @@ def upgrade() -> None:
     create_column_indexes("dead_letters", "received_at", "signal_id", "stage", "status")
     op.create_table(
         "pipelines",
-        sa.Column("id", sa.Uuid(), nullable=False),
+        uuid_key(),
         sa.Column("owner", sa.String(length=64), nullable=False),
         sa.Column("name", sa.String(length=200), nullable=False),
         sa.Column("enabled", sa.Boolean(), nullable=False),
@@ -81,7 +79,7 @@ def upgrade() -> None:
     )
     op.create_table(
         "signals",
-        sa.Column("signal_id", sa.Uuid(), nullable=False),
+        uuid_key("signal_id"),
         sa.Column("signal_type", sa.String(length=40), nullable=False),
         sa.Column("source", sa.String(length=100), nullable=False),
         sa.Column("tickers", sa.JSON(), nullable=False),
@@ -103,7 +101,7 @@ def upgrade() -> None:
     create_column_indexes("signals", "signal_type", "source")
     op.create_table(
         "users",
-        sa.Column("id", sa.Uuid(), nullable=False),
+        uuid_key(),
         sa.Column("name", sa.String(length=64), nullable=False),
         sa.Column("is_admin", sa.Boolean(), nullable=False),
         utc_column("created_at", nullable=False),
@@ -112,7 +110,7 @@ def upgrade() -> None:
     )
     op.create_table(
         "api_keys",
-        sa.Column("id", sa.Uuid(), nullable=False),
+        uuid_key(),
         sa.Column("user_id", sa.Uuid(), nullable=False),
         sa.Column("key_hash", sa.String(length=64), nullable=False),
         sa.Column("prefix", sa.String(length=16), nullable=False),
