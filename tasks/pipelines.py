@@ -29,8 +29,30 @@ def execute(self: PolicyTask, execution_id: int, published_at: float | None = No
         published_at,
         db=resources.db,
         lease=resources.settings.execution_lease,
-        send_task=app.send_task,
+        send_task=_executor_sender(self.request.id, self.request.root_id),
     )
+
+
+def _executor_sender(parent_id: str | None, root_id: str | None) -> Any:
+    """The celery executor's `send_task(name, args=, kwargs=, queue=, task_id=)`: one message
+    by dispatcher.fanout.send_one, a child of the running `pipelines.execute`."""
+    from dispatcher.fanout import send_one
+
+    def send(
+        name: str, *, args: list[Any], kwargs: dict[str, Any], queue: str, task_id: str
+    ) -> None:
+        send_one(
+            app,
+            name,
+            args,
+            kwargs,
+            queue=queue,
+            task_id=task_id,
+            parent_id=parent_id,
+            root_id=root_id,
+        )
+
+    return send
 
 
 @bus_task("pipelines.fire_periodic", transient=OUTAGES, max_retries=3)

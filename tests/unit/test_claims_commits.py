@@ -4,8 +4,9 @@ what a failed send leaves (dispatcher/claims.py's module docstring gives the cra
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -127,3 +128,27 @@ def test_claims_left_enqueued_by_a_crash_are_the_repair_sweeps(pg_db: Database) 
     with pg_db.session() as session:
         assert claims.start(session, ids[0], now=now, lease=LEASE) is not None
         assert claims.start(session, ids[0], now=now, lease=LEASE) is None
+
+
+def test_finish_relaxes_its_own_transaction_in_its_update(pg_db: Database) -> None:
+    """`finish` sets `synchronous_commit` off inside its UPDATE (no statement of its own): read
+    back in the same transaction it is off, in the next one on again; a superseded attempt's
+    `finish` changes nothing."""
+    index, payload = pipelines_and_signal(pg_db, count=1)
+    sent: list[Any] = []
+    service.dispatch(envelope_for_payload(payload), db=pg_db, index=index, enqueue=sent.extend)
+    [(execution_id, _)] = sent
+    with pg_db.session() as session:
+        started = claims.start(session, execution_id, now=datetime.now(UTC), lease=LEASE)
+    assert started is not None
+    superseded = dataclasses.replace(started, attempt=started.attempt + 1)
+    with pg_db.session() as session:
+        done = ExecutionStatus.SUCCEEDED
+        assert not claims.finish(session, superseded, status=done, now=started.started_at)
+    assert _statuses(pg_db) == ["running"]
+    with pg_db.session() as session:
+        assert claims.finish(session, started, status=done, now=started.started_at)
+        assert session.execute(text("SHOW synchronous_commit")).scalar_one() == "off"
+    with pg_db.session() as session:
+        assert session.execute(text("SHOW synchronous_commit")).scalar_one() == "on"
+    assert _statuses(pg_db) == ["succeeded"]
