@@ -65,11 +65,23 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Hashable, Iterable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import BigInteger, Table, and_, any_, bindparam, or_, select, text, update
+from sqlalchemy import (
+    BigInteger,
+    Connection,
+    Table,
+    and_,
+    any_,
+    bindparam,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
@@ -315,8 +327,9 @@ def _record_signal(
     return True, published_at
 
 
-def _is_postgresql(session: Session) -> bool:
-    return session.get_bind().dialect.name == "postgresql"
+def _is_postgresql(executor: Session | Connection) -> bool:
+    bind = executor.get_bind() if isinstance(executor, Session) else executor
+    return bind.dialect.name == "postgresql"
 
 
 def _commit_asynchronously(session: Session) -> None:
@@ -436,7 +449,7 @@ class StartedWith:
 
 
 def start_with_context(
-    session: Session,
+    session: Session | Connection,
     execution_id: int,
     *,
     now: datetime,
@@ -446,20 +459,8 @@ def start_with_context(
     """`start`, plus the pipeline's executor and the signal's payload: on PostgreSQL in one
     statement (UPDATE .. RETURNING in a CTE, joined), one round trip where three were."""
     if not _is_postgresql(session):
-        taken = start(session, execution_id, now=now, lease=lease, published_at=published_at)
-        if taken is None:
-            return None
-        pipeline = session.get(Pipeline, taken.pipeline_id)
-        payload = stored_payload(session, taken.signal_id) if taken.signal_id is not None else None
-        if pipeline is None:
-            return StartedWith(taken, None, {}, False, payload)
-        return StartedWith(
-            taken,
-            pipeline.executor,
-            dict(pipeline.executor_config or {}),
-            bool(pipeline.enabled),
-            payload,
-        )
+        with _orm(session) as orm:
+            return _start_with_context_orm(orm, execution_id, now, lease, published_at)
     row = session.execute(
         _START_WITH_CONTEXT, _start_params(execution_id, now, lease, published_at)
     ).first()
@@ -474,6 +475,35 @@ def start_with_context(
         dict(row.executor_config or {}),
         bool(row.enabled) if row.executor is not None else False,
         row.payload,
+    )
+
+
+def _orm(executor: Session | Connection) -> AbstractContextManager[Session]:
+    """`executor` as a Session: itself, or one in a Core connection's transaction."""
+    return nullcontext(executor) if isinstance(executor, Session) else Session(bind=executor)
+
+
+def _start_with_context_orm(
+    session: Session,
+    execution_id: int,
+    now: datetime,
+    lease: timedelta,
+    published_at: datetime | None,
+) -> StartedWith | None:
+    """`start_with_context` in three statements, through the ORM (SQLite)."""
+    taken = start(session, execution_id, now=now, lease=lease, published_at=published_at)
+    if taken is None:
+        return None
+    pipeline = session.get(Pipeline, taken.pipeline_id)
+    payload = stored_payload(session, taken.signal_id) if taken.signal_id is not None else None
+    if pipeline is None:
+        return StartedWith(taken, None, {}, False, payload)
+    return StartedWith(
+        taken,
+        pipeline.executor,
+        dict(pipeline.executor_config or {}),
+        bool(pipeline.enabled),
+        payload,
     )
 
 
@@ -572,7 +602,7 @@ _FINISH_RELAXED = _FINISH.where(text("set_config('synchronous_commit', 'off', tr
 
 
 def finish(
-    session: Session,
+    session: Session | Connection,
     started: Started,
     *,
     status: ExecutionStatus,

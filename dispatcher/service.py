@@ -292,9 +292,9 @@ def execute(
     """Run one claimed execution once. Returns its final status, or "duplicate" when another
     attempt holds (or finished) it."""
     published = datetime.fromtimestamp(published_at, UTC) if published_at else None
-    with db.session() as session:  # commit 4: synchronous, before any side effect
+    with db.transaction() as connection:  # commit 4: synchronous, before any side effect
         taken = claims.start_with_context(
-            session, execution_id, now=now(), lease=lease, published_at=published
+            connection, execution_id, now=now(), lease=lease, published_at=published
         )
     if taken is None:
         return ExecuteResult.DUPLICATE
@@ -323,9 +323,9 @@ def execute(
         )
     )
     error = redact(outcome.error) if outcome.error is not None else None
-    with db.session() as session:  # commit 6: asynchronous (dispatcher/claims.py)
+    with db.transaction() as connection:  # commit 6: asynchronous (dispatcher/claims.py)
         held = claims.finish(
-            session, started, status=status, now=finished_at, outcome=detail, error=error
+            connection, started, status=status, now=finished_at, outcome=detail, error=error
         )
     log_event(
         logger,
