@@ -23,8 +23,8 @@ is written once here.
 Commits, and why each is as durable as it is (PostgreSQL; dispatcher/service.py has the order
 of the steps, tests/faults/test_commit_crashes.py SIGKILLs a worker between each pair of them).
 A signal's execution takes three transactions: two wait for the WAL flush, one does not
-(`SET LOCAL synchronous_commit TO OFF`, `_commit_asynchronously`; `finish` sets it inside its own
-UPDATE). Before, it took four, three
+(`synchronous_commit` off for the transaction, set inside the UPDATE: `_ASYNCHRONOUS_COMMIT`).
+Before, it took four, three
 of them synchronous: the claims, `enqueued` after the send, `start`, `finish`.
 
 1. The claims (`record_and_claim`): synchronous, and the rows are born `enqueued`: the row is
@@ -332,14 +332,13 @@ def _is_postgresql(executor: Session | Connection) -> bool:
     return bind.dialect.name == "postgresql"
 
 
-def _commit_asynchronously(session: Session) -> None:
-    """PostgreSQL: this transaction's COMMIT does not wait for the WAL flush (see the module
-    docstring for which commits may, and why). No-op elsewhere."""
-    if _is_postgresql(session):
-        session.execute(_ASYNCHRONOUS_COMMIT)
-
-
-_ASYNCHRONOUS_COMMIT = text("SET LOCAL synchronous_commit TO OFF")
+#: Added to a PostgreSQL UPDATE's filter: `set_config(.., true)` (what `SET LOCAL` does) makes
+#: the transaction's commit asynchronous (see the module docstring for which commits may, and
+#: why), in the UPDATE's own round trip: a separate `SET LOCAL` statement cost 7 % of a pool
+#: process's CPU at the ceiling (bench/ceiling.py under py-spy). Whether the filter runs for a
+#: row the other conditions refuse does not matter: a transaction that changed nothing has
+#: nothing to flush.
+_ASYNCHRONOUS_COMMIT = text("set_config('synchronous_commit', 'off', true) IS NOT NULL")
 
 
 def leftover_signal_claims(
@@ -389,9 +388,8 @@ def mark_enqueued(session: Session, execution_ids: Sequence[int], *, now: dateti
 
     Commits asynchronously (module docstring): lost, the rows are `claimed` again and the
     sweep enqueues them once more; `start` absorbs the duplicate message."""
-    _commit_asynchronously(session)
     if _is_postgresql(session):
-        # One array parameter, however many rows.
+        # One array parameter, however many rows; the commit made asynchronous by its filter.
         result = session.execute(_MARK_ENQUEUED_ARRAY, {"ids": list(execution_ids), "now": now})
         return int(result.rowcount)  # type: ignore[attr-defined]
     changed = 0
@@ -577,7 +575,7 @@ _START = _start_update()
 _START_WITH_CONTEXT = _start_with_context()
 _MARK_ENQUEUED_ARRAY = _mark_enqueued_update(
     _EXECUTIONS.c.id == any_(bindparam("ids", type_=ARRAY(BigInteger)))
-)
+).where(_ASYNCHRONOUS_COMMIT)
 _MARK_ENQUEUED_LIST = _mark_enqueued_update(_EXECUTIONS.c.id.in_(bindparam("ids", expanding=True)))
 _FINISH = (
     update(_EXECUTIONS)
@@ -593,12 +591,8 @@ _FINISH = (
         error=bindparam("error_text"),
     )
 )
-#: PostgreSQL's `finish`: the same UPDATE, whose filter also calls `set_config(.., true)` (what
-#: `SET LOCAL` does) to make this transaction's commit asynchronous: one round trip where
-#: `_commit_asynchronously` and the UPDATE took two (7 % of a pool process's CPU at the
-#: ceiling, bench/ceiling.py under py-spy). Whether the filter runs for a row the other
-#: conditions refuse does not matter: a transaction that changed nothing has nothing to flush.
-_FINISH_RELAXED = _FINISH.where(text("set_config('synchronous_commit', 'off', true) IS NOT NULL"))
+#: PostgreSQL's `finish`: the same UPDATE, its commit asynchronous (`_ASYNCHRONOUS_COMMIT`).
+_FINISH_ASYNCHRONOUS = _FINISH.where(_ASYNCHRONOUS_COMMIT)
 
 
 def finish(
@@ -613,7 +607,7 @@ def finish(
     """running → `status` for the attempt that holds the row. False if it was taken over.
 
     Commits asynchronously (module docstring, commit 3): end the transaction after this."""
-    statement = _FINISH_RELAXED if _is_postgresql(session) else _FINISH
+    statement = _FINISH_ASYNCHRONOUS if _is_postgresql(session) else _FINISH
     result = session.execute(
         statement,
         {

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,6 +23,7 @@ from tasks.middleware import OUTAGES, PolicyTask, bus_task
 def execute(self: PolicyTask, execution_id: int, published_at: float | None = None) -> str:
     """Run execution `execution_id` once; a duplicate message returns "duplicate"."""
     from dispatcher import service
+    from dispatcher.fanout import send_one
 
     resources = self.ctx.dispatcher
     return service.execute(
@@ -29,30 +31,11 @@ def execute(self: PolicyTask, execution_id: int, published_at: float | None = No
         published_at,
         db=resources.db,
         lease=resources.settings.execution_lease,
-        send_task=_executor_sender(self.request.id, self.request.root_id),
+        # The celery executor's message: send_one, as a child of this task.
+        send_task=functools.partial(
+            send_one, app, parent_id=self.request.id, root_id=self.request.root_id
+        ),
     )
-
-
-def _executor_sender(parent_id: str | None, root_id: str | None) -> Any:
-    """The celery executor's `send_task(name, args=, kwargs=, queue=, task_id=)`: one message
-    by dispatcher.fanout.send_one, a child of the running `pipelines.execute`."""
-    from dispatcher.fanout import send_one
-
-    def send(
-        name: str, *, args: list[Any], kwargs: dict[str, Any], queue: str, task_id: str
-    ) -> None:
-        send_one(
-            app,
-            name,
-            args,
-            kwargs,
-            queue=queue,
-            task_id=task_id,
-            parent_id=parent_id,
-            root_id=root_id,
-        )
-
-    return send
 
 
 @bus_task("pipelines.fire_periodic", transient=OUTAGES, max_retries=3)
