@@ -25,7 +25,12 @@ of the steps, tests/faults/test_commit_crashes.py SIGKILLs a worker between each
 A signal's execution takes three transactions: two wait for the WAL flush, one does not
 (`synchronous_commit` off for the transaction, set inside the UPDATE: `_ASYNCHRONOUS_COMMIT`).
 Before, it took four, three
-of them synchronous: the claims, `enqueued` after the send, `start`, `finish`.
+of them synchronous: the claims, `enqueued` after the send, `start`, `finish`. On PostgreSQL
+each of the three is one statement, run in autocommit (`Database.statement`): the statement is
+its transaction, committed as it ends, all or nothing, in one round trip (no BEGIN, no
+COMMIT). A worker killed while it runs leaves it either committed or not, as a killed COMMIT
+did; `set_config(.., true)` holds for that implicit transaction, and the server reads
+`synchronous_commit` when it commits it, before the setting is reverted.
 
 1. The claims (`record_and_claim`): synchronous, and the rows are born `enqueued`: the row is
    the outbox record of the message owed, sent once this transaction commits. Lost, the signal
@@ -236,7 +241,7 @@ class Dispatched:
 
 
 def record_and_claim(
-    session: Session,
+    session: Session | Connection,
     *,
     signal: Any,
     payload: str,
@@ -257,20 +262,21 @@ def record_and_claim(
     claimed by a recorded replay (dispatcher/replay.py)."""
     outcome = DispatchStatus.DISPATCHED if pipeline_ids else DispatchStatus.UNMATCHED
     if not _is_postgresql(session):
-        inserted, stored = _record_signal(session, signal, payload, published_at, now)
-        new = claim_signal(
-            session,
-            signal_id=signal.signal_id,
-            generation=0,
-            pipeline_ids=pipeline_ids,
-            now=now,
-            enqueued=True,
-        )
-        session.execute(
-            update(SignalRecord)
-            .where(SignalRecord.signal_id == signal.signal_id)
-            .values(dispatch_status=outcome, matched_count=len(pipeline_ids), dispatched_at=now)
-        )
+        with _orm(session) as orm:
+            inserted, stored = _record_signal(orm, signal, payload, published_at, now)
+            new = claim_signal(
+                orm,
+                signal_id=signal.signal_id,
+                generation=0,
+                pipeline_ids=pipeline_ids,
+                now=now,
+                enqueued=True,
+            )
+            orm.execute(
+                update(SignalRecord)
+                .where(SignalRecord.signal_id == signal.signal_id)
+                .values(dispatch_status=outcome, matched_count=len(pipeline_ids), dispatched_at=now)
+            )
         return Dispatched(new, inserted, stored)
     rows = session.execute(
         _PG_DISPATCH_SIGNAL,
@@ -342,7 +348,11 @@ _ASYNCHRONOUS_COMMIT = text("set_config('synchronous_commit', 'off', true) IS NO
 
 
 def leftover_signal_claims(
-    session: Session, *, signal_id: uuid.UUID, generation: int, exclude: Iterable[int] = ()
+    session: Session | Connection,
+    *,
+    signal_id: uuid.UUID,
+    generation: int,
+    exclude: Iterable[int] = (),
 ) -> list[Claim]:
     """Rows of this signal still `claimed` (a dispatcher died before enqueueing them)."""
     excluded = set(exclude)

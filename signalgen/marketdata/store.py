@@ -20,11 +20,10 @@ from typing import Any
 
 import numpy as np
 from sqlalchemy import func, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from generators.base import Bars
-from signalgen.storage.engine import Database
+from signalgen.storage.engine import Database, dialect_insert
 from signalgen.storage.models import Bar
 
 #: Rows per INSERT statement: 9 parameters a row stays far under SQLite's variable limit.
@@ -101,7 +100,6 @@ class BarStore:
         batch_size: int,
         progress: Any,
     ) -> int:
-        module: Any = postgresql if self.database.dialect == "postgresql" else sqlite
         table = Bar.__table__
         now = datetime.now(UTC)
         for batch in _batches(rows, batch_size):
@@ -119,7 +117,7 @@ class BarStore:
                 }
                 for row in batch
             ]
-            statement = module.insert(table).values(values)
+            statement = dialect_insert(table, self.database.dialect).values(values)
             statement = statement.on_conflict_do_update(
                 index_elements=["ticker", "day"],
                 set_={

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Protocol
 
 from sqlalchemy import func, select
-from sqlalchemy.dialects import postgresql, sqlite
 
-from signalgen.storage.engine import Database
+from signalgen.storage.engine import Database, dialect_insert
 from signalgen.storage.models import ProviderCall
 
 
@@ -52,9 +51,8 @@ def record_call(
     calls: int = 1,
 ) -> None:
     """Add `calls` calls (and as many errors when `error`) to the hour of `at` (default: now)."""
-    module: Any = postgresql if database.dialect == "postgresql" else sqlite
     table = ProviderCall.__table__
-    statement = module.insert(table).values(
+    statement = dialect_insert(table, database.dialect).values(
         provider=provider,
         generator=generator,
         endpoint=endpoint,

@@ -4,6 +4,11 @@ run twice.
 The steps (dispatcher/service.py) and their commits (dispatcher/claims.py): the claims
 transaction (synchronous; the claims are born `enqueued`), the broker send, the raw message's
 ack; then per execution `start` (synchronous), the executor, `finish` (asynchronous), the ack.
+On PostgreSQL each of the three commits is one statement run in autocommit
+(`Database.statement`): no step lies between a statement and its commit. A worker killed
+while the statement runs leaves it committed or not: the state of the point after it, or of
+the one before it (`received` for the claims; for `start`, an execute message delivered and
+not acked, as at `sent`; for `finish`, `ran`).
 Each scenario starts a real `celery -A tasks worker` that also imports this module
 (`--include`): with `COMMIT_CRASH_AT=<step>` in its environment, the module wraps the function
 that ends at that step so that the whole worker (its process group: main process and pool)
@@ -82,22 +87,18 @@ def install_crash_point(step: str) -> None:
     from dispatcher import claims, fanout, service
 
     points: dict[str, tuple[Any, str, Callable[..., Any]]] = {
-        # In the claims transaction, its statement run, before its COMMIT.
-        "claim-uncommitted": (claims, "record_and_claim", _after),
+        # The raw signal delivered, nothing recorded or claimed.
+        "received": (claims, "record_and_claim", _before),
         # Claims committed (`enqueued`), no execute message sent: the repair sweep's case.
         "claimed": (fanout, "enqueue_many", _before),
         # Messages on the broker, `signals.dispatch` not returned.
         "sent": (fanout, "enqueue_many", _after),
         # `signals.dispatch` returned, the raw signal not acked.
         "dispatched": (service, "dispatch", _after),
-        # `start` run, before its COMMIT.
-        "start-uncommitted": (claims, "start_with_context", _after),
         # `start` committed, the executor not run.
         "started": (service, "run_executor", _before),
         # The executor ran, `finish` not run.
         "ran": (service, "run_executor", _after),
-        # `finish` run, before its COMMIT.
-        "finish-uncommitted": (claims, "finish", _after),
         # `finish` committed (asynchronously), the execute message not acked.
         "finished": (service, "execute", _after),
     }
@@ -109,14 +110,12 @@ if os.environ.get(CRASH_ENV):  # imported by a worker of this test (`--include`)
     install_crash_point(os.environ[CRASH_ENV])
 
 STEPS = [
-    "claim-uncommitted",
+    "received",
     "claimed",
     "sent",
     "dispatched",
-    "start-uncommitted",
     "started",
     "ran",
-    "finish-uncommitted",
     "finished",
 ]
 
@@ -277,5 +276,5 @@ def test_a_worker_killed_at_each_step_loses_nothing_and_runs_nothing_twice(
     # Only an execution the dead worker had started is started again.
     restarted = [row.id for row in rows if row.attempts > 1]
     assert len(restarted) <= 1, restarted  # one pool process: one execution in flight
-    if step in ("started", "ran", "finish-uncommitted"):
+    if step in ("started", "ran"):
         assert restarted, "the killed attempt left no trace"

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import event, select, text
 
 from dispatcher import claims, service
-from dispatcher.intake import envelope_for_payload
+from dispatcher.intake import decode_envelope, envelope_for_payload
 from schemas.statuses import ExecuteResult, ExecutionStatus
 from signalgen.storage import Database
 from signalgen.storage.models import Execution
@@ -26,13 +26,20 @@ LEASE = timedelta(seconds=30)
 
 @contextlib.contextmanager
 def commits(db: Database) -> Iterator[list[str]]:
-    """Each COMMIT on `db`'s engine while inside: "sync", or "async" when the transaction
-    set `synchronous_commit` off."""
+    """Each commit on `db`'s engine while inside: "sync", or "async" when the transaction
+    set `synchronous_commit` off. A commit is a COMMIT, or a writing statement run in
+    autocommit (`Database.statement`: the statement is its own transaction); a SELECT in
+    autocommit writes nothing and commits nothing to wait for."""
     seen: list[str] = []
     relaxed: set[int] = set()
 
     def on_execute(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        if "synchronous_commit" in statement.lower() and "off" in statement.lower():
+        text = statement.lower()
+        asynchronous = "synchronous_commit" in text and "off" in text
+        if conn.connection.dbapi_connection.autocommit:
+            if not text.lstrip().startswith("select"):
+                seen.append("async" if asynchronous else "sync")
+        elif asynchronous:
             relaxed.add(id(conn.connection.dbapi_connection))
 
     def on_commit(conn: Any) -> None:
@@ -98,6 +105,47 @@ def test_a_failed_send_leaves_the_claims_for_the_retry_to_send(pg_db: Database) 
     assert _statuses(pg_db) == ["enqueued"] * 3
 
 
+def test_a_failed_look_for_leftovers_sends_the_new_claims_back_to_claimed(
+    pg_db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A signal seen before, with a pipeline new since: its claim commits, then the look for
+    leftover claims (a statement of its own after that commit) fails. The new claim goes back
+    to `claimed`, as on a failed send, for the retry to send it at once."""
+    index, payload = pipelines_and_signal(pg_db, count=2)
+    first = {min(index.match(decode_envelope(envelope_for_payload(payload)).signal))}
+    sent: list[Any] = []
+    service.dispatch(
+        envelope_for_payload(payload), db=pg_db, index=_Only(first), enqueue=sent.extend
+    )
+    assert (len(sent), _statuses(pg_db)) == (1, ["enqueued"])
+
+    def database_gone(*_: Any, **__: Any) -> Any:
+        raise ConnectionError("database gone")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(claims, "leftover_signal_claims", database_gone)
+        with pytest.raises(ConnectionError):
+            service.dispatch(
+                envelope_for_payload(payload), db=pg_db, index=index, enqueue=sent.extend
+            )
+    assert (len(sent), _statuses(pg_db)) == (1, ["enqueued", "claimed"])
+    result = service.dispatch(
+        envelope_for_payload(payload), db=pg_db, index=index, enqueue=sent.extend
+    )
+    assert (result.claimed, result.reenqueued, len(sent)) == (0, 1, 2)
+    assert _statuses(pg_db) == ["enqueued", "enqueued"]
+
+
+@dataclasses.dataclass
+class _Only:
+    """A match index that matches these pipelines, whatever the signal."""
+
+    ids: set[Any]
+
+    def match(self, _signal: Any) -> set[Any]:
+        return self.ids
+
+
 def test_claims_left_enqueued_by_a_crash_are_the_repair_sweeps(pg_db: Database) -> None:
     """A crash between the claims' commit and the send: rows `enqueued`, no message. The
     redelivered signal claims nothing new; the repair sweep finds the rows once past grace."""
@@ -152,3 +200,51 @@ def test_finish_relaxes_its_own_transaction_in_its_update(pg_db: Database) -> No
     with pg_db.session() as session:
         assert session.execute(text("SHOW synchronous_commit")).scalar_one() == "on"
     assert _statuses(pg_db) == ["succeeded"]
+
+
+def test_each_hot_path_statement_is_its_own_transaction(pg_db: Database) -> None:
+    """On PostgreSQL `start` and `finish` run in autocommit (`Database.statement`): each is
+    committed, for every other connection to see, as soon as it returns (a worker killed right
+    after it leaves it done, as a killed COMMIT would); `finish`'s relaxation ends with its own
+    implicit transaction, the next statement on the same connection commits synchronously."""
+    index, payload = pipelines_and_signal(pg_db, count=1)
+    sent: list[Any] = []
+    service.dispatch(envelope_for_payload(payload), db=pg_db, index=index, enqueue=sent.extend)
+    [(execution_id, _)] = sent
+    now = datetime.now(UTC)
+    with pg_db.statement() as connection:
+        taken = claims.start_with_context(connection, execution_id, now=now, lease=LEASE)
+        assert taken is not None
+        assert _statuses(pg_db) == ["running"]  # seen from another connection, block still open
+        done = ExecutionStatus.SUCCEEDED
+        assert claims.finish(connection, taken.started, status=done, now=now)
+        assert _statuses(pg_db) == ["succeeded"]
+        assert connection.execute(text("SHOW synchronous_commit")).scalar_one() == "on"
+    # A statement that fails commits nothing, and the pooled connection is fine after it.
+    with (
+        pytest.raises(Exception, match="division by zero"),
+        pg_db.statement() as connection,
+    ):
+        connection.execute(text("UPDATE executions SET attempts = attempts + 1 / 0"))
+    with pg_db.statement() as connection:
+        assert connection.execute(select(Execution.attempts)).scalar_one() == 1
+
+
+def test_elsewhere_a_statement_block_is_one_transaction(sqlite_db: Database) -> None:
+    """SQLite's paths take several statements where PostgreSQL's take one: there
+    `Database.statement` is a transaction, and nothing of a block that fails lands."""
+    index, payload = pipelines_and_signal(sqlite_db, count=1)
+    sent: list[Any] = []
+    service.dispatch(envelope_for_payload(payload), db=sqlite_db, index=index, enqueue=sent.extend)
+    with (
+        pytest.raises(RuntimeError, match="after the first statement"),
+        sqlite_db.statement() as connection,
+    ):
+        connection.execute(text("UPDATE executions SET attempts = 7"))
+        raise RuntimeError("after the first statement")
+    with sqlite_db.statement() as connection:
+        assert connection.execute(select(Execution.attempts)).scalar_one() == 0
+        connection.execute(text("UPDATE executions SET attempts = 7"))
+    assert _statuses(sqlite_db) == ["enqueued"]
+    with sqlite_db.session() as session:
+        assert session.execute(select(Execution.attempts)).scalar_one() == 7
