@@ -154,9 +154,9 @@ def get_database(url: str | None = None) -> Database:
 
 
 def dialect_insert(table: FromClause, dialect: str) -> Any:
-    """The dialect's own INSERT (it has ON CONFLICT): PostgreSQL's, or SQLite's. The dialect's
-    module is imported on first use, so a worker on PostgreSQL never loads SQLite's (about 1 MB
-    of every process's memory)."""
+    """The dialect's own INSERT (it has ON CONFLICT): PostgreSQL's, or SQLite's (the embedded
+    default). One place for the choice the bar store, the usage counter and `insert_ignore`
+    each made."""
     name = "postgresql" if dialect == "postgresql" else "sqlite"
     return importlib.import_module(f"sqlalchemy.dialects.{name}").insert(table)
 
