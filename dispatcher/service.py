@@ -220,24 +220,20 @@ def rehearse(db: Database, index: MatchIndex, *, now: Callable[[], datetime] = u
     )
     index.match(delivery.signal)
     fake = claims.Started(-1, uuid.uuid4(), "warm-up", probe.signal_id, None, 1, moment)
-    session = db.sessions()
-    try:
+    with db.rehearsal() as connection:
         claims.record_and_claim(
-            session,
+            connection,
             signal=probe,
             payload=delivery.payload,
             published_at=moment,
             pipeline_ids=[],
             now=moment,
         )
-        claims.leftover_signal_claims(session, signal_id=probe.signal_id, generation=0)
+        claims.leftover_signal_claims(connection, signal_id=probe.signal_id, generation=0)
         claims.start_with_context(
-            session, -1, now=moment, lease=timedelta(seconds=1), published_at=moment
+            connection, -1, now=moment, lease=timedelta(seconds=1), published_at=moment
         )
-        claims.finish(session, fake, status=ExecutionStatus.SUCCEEDED, now=moment, outcome={})
-    finally:
-        session.rollback()
-        session.close()
+        claims.finish(connection, fake, status=ExecutionStatus.SUCCEEDED, now=moment, outcome={})
 
 
 # -- execute ------------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ LEASE = timedelta(seconds=30)
 
 @contextlib.contextmanager
 def commits(db: Database) -> Iterator[list[str]]:
-    """Each commit on `db`'s engine while inside: "sync", or "async" when the transaction
+    """Each commit on `db`'s engines while inside: "sync", or "async" when the transaction
     set `synchronous_commit` off. A commit is a COMMIT, or a writing statement run in
     autocommit (`Database.statement`: the statement is its own transaction); a SELECT in
     autocommit writes nothing and commits nothing to wait for."""
@@ -47,13 +47,15 @@ def commits(db: Database) -> Iterator[list[str]]:
         seen.append("async" if key in relaxed else "sync")
         relaxed.discard(key)
 
-    event.listen(db.engine, "before_cursor_execute", on_execute)
-    event.listen(db.engine, "commit", on_commit)
+    for engine in db.engines:
+        event.listen(engine, "before_cursor_execute", on_execute)
+        event.listen(engine, "commit", on_commit)
     try:
         yield seen
     finally:
-        event.remove(db.engine, "before_cursor_execute", on_execute)
-        event.remove(db.engine, "commit", on_commit)
+        for engine in db.engines:
+            event.remove(engine, "before_cursor_execute", on_execute)
+            event.remove(engine, "commit", on_commit)
 
 
 def _statuses(db: Database) -> list[str]:
