@@ -36,6 +36,7 @@ from tests.support.processes import (
     start_beat,
     start_worker,
 )
+from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -162,10 +163,20 @@ def test_worker_and_beat_publish_json_signals_to_the_exchange(
         assert signal.source == "mock_generator" and signal.tickers[0] in TICKERS
         assert message.delivery_info["routing_key"] == signal.routing_key
     # History + outbox rows are marked published; the dispatcher's intake queue holds them too.
+    # The worker marks a row after its publish returns: a subscriber can see the message first.
     received = {Signal.from_json(m.body).signal_id for m in messages}
-    rows = {r.signal_id: r for r in published_rows(pg_db)}
-    assert received <= set(rows)
-    assert all(rows[i].published_at is not None for i in received)
+    assert received <= {r.signal_id for r in published_rows(pg_db)}  # recorded before publishing
+
+    def unmarked() -> set[uuid.UUID]:
+        marked = {r.signal_id for r in published_rows(pg_db) if r.published_at is not None}
+        return received - marked
+
+    wait_until(
+        lambda: not unmarked(),
+        timeout=10,
+        message="received signals marked published",
+        detail=lambda: f"unmarked: {sorted(map(str, unmarked()))}",
+    )
     assert redis_client.llen("signals.dispatch") >= len(received)  # type: ignore[attr-defined]
     assert '"event": "signal_emitted"' in processes[0].output()
 
