@@ -250,8 +250,14 @@ def test_broker_down_at_generate_time_then_sweep_publishes(
     processes.append(start_beat(sweep_only, tmp_path / "beat.log", tmp_path / "beat-schedule"))
     messages = subscriber.collect(until=len(expected), timeout=45)
     assert {Signal.from_json(m.body).signal_id for m in messages} == expected
-    assert all(
-        r.published_at is not None and r.publish_attempts == 2 for r in published_rows(pg_db)
+    # The sweep commits its marks after its publishes: a subscriber can see the messages first.
+    wait_until(
+        lambda: all(
+            r.published_at is not None and r.publish_attempts == 2 for r in published_rows(pg_db)
+        ),
+        timeout=10,
+        message="swept signals marked published after their second attempt",
+        detail=lambda: [(r.published_at, r.publish_attempts) for r in published_rows(pg_db)],
     )
     assert subscriber.drain_for(3) == messages  # nothing sent twice
     assert '"via": "outbox"' in processes[0].output()
