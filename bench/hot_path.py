@@ -22,13 +22,12 @@ BENCH_HOT_PATH_SIGNALS (2,000 per side).
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
 import time
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 SIGNALS = int(os.environ.get("BENCH_HOT_PATH_SIGNALS", "2000"))
@@ -54,23 +53,8 @@ WHERE id = %s AND status = 'running' AND attempts = %s
 """
 
 
-def _payload() -> str:
-    """A new golden-cross signal on AAPL, as a generator publishes it."""
-    now = datetime.now(UTC).isoformat()
-    return json.dumps(
-        {
-            "signal_id": str(uuid.uuid4()),
-            "signal_type": "golden_cross",
-            "tickers": ["AAPL"],
-            "bias": {},
-            "timestamp": now,
-            "event_time": now,
-            "source": "bench",
-        }
-    )
-
-
 def _ours(db: Any, index: Any) -> Callable[[], None]:
+    from bench.dispatch import _probe
     from dispatcher import service
     from dispatcher.intake import envelope_for_payload
 
@@ -78,7 +62,7 @@ def _ours(db: Any, index: Any) -> Callable[[], None]:
 
     def one() -> None:
         sent: list[tuple[int, float | None]] = []
-        envelope = envelope_for_payload(_payload())
+        envelope = envelope_for_payload(_probe().to_json())  # a new signal each call
         service.dispatch(envelope, db=db, index=index, enqueue=sent.extend)
         for execution_id, published in sent:
             assert service.execute(execution_id, published, db=db, lease=lease) == "succeeded"
@@ -123,7 +107,7 @@ def bench_hot_path(signals: int = SIGNALS) -> dict[str, float]:
         "id": str(pipeline_id),
         "owner": "bench",
         "name": "hot-path",
-        "scanner": {"tickers": ["AAPL"]},
+        "scanner": {"tickers": ["PROBE"]},
         "executor": {"kind": "record"},
     }
     with scratch_redis() as redis_url, scratch_postgres() as url:

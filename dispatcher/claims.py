@@ -24,13 +24,13 @@ Commits, and why each is as durable as it is (PostgreSQL; dispatcher/service.py 
 of the steps, tests/faults/test_commit_crashes.py SIGKILLs a worker between each pair of them).
 A signal's execution takes three transactions: two wait for the WAL flush, one does not
 (`synchronous_commit` off for the transaction, set inside the UPDATE: `_ASYNCHRONOUS_COMMIT`).
-Before, it took four, three
-of them synchronous: the claims, `enqueued` after the send, `start`, `finish`. On PostgreSQL
-each of the three is one statement, run in autocommit (`Database.statement`): the statement is
-its transaction, committed as it ends, all or nothing, in one round trip (no BEGIN, no
-COMMIT). A worker killed while it runs leaves it either committed or not, as a killed COMMIT
-did; `set_config(.., true)` holds for that implicit transaction, and the server reads
-`synchronous_commit` when it commits it, before the setting is reverted.
+Before, it took four, three of them synchronous: the claims, `enqueued` after the send, `start`,
+`finish`. On PostgreSQL each of the three is one statement, run in autocommit
+(`Database.statement`): the statement is its transaction, committed as it ends, all or nothing,
+in one round trip (no BEGIN, no COMMIT). A worker killed while it runs leaves it either
+committed or not, as a killed COMMIT did; `set_config(.., true)` holds for that implicit
+transaction, and the server reads `synchronous_commit` when it commits it, before the setting
+is reverted.
 
 1. The claims (`record_and_claim`): synchronous, and the rows are born `enqueued`: the row is
    the outbox record of the message owed, sent once this transaction commits. Lost, the signal
