@@ -18,13 +18,16 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/signalgen dev
 
-## test: the full suite (integration tests need Redis/PostgreSQL/RabbitMQ; required under CI):
-## everything but the `serial` tests on TEST_WORKERS pytest-xdist processes (each with its own
-## PostgreSQL database and Redis db), then the `serial` ones alone (faults stop the services;
-## latency tests time the wall clock)
+## test: the full suite (integration tests need Redis/PostgreSQL/RabbitMQ; required under CI), in
+## three phases: everything but the fault suite and the `serial` tests on TEST_WORKERS
+## pytest-xdist processes (each with its own PostgreSQL database and Redis db); the fault suite
+## two scenarios at a time (each has its own broker and database); then the `serial` tests alone
+## (one stops PostgreSQL; two time wall-clock latency)
 TEST_WORKERS ?= 3
+FAULT_WORKERS ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) -m "not serial"
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) -m "not serial and not faults"
+	$(BIN)/python -m pytest -n $(FAULT_WORKERS) -m "faults and not serial"
 	$(BIN)/python -m pytest -m serial
 
 lint: $(STAMP)

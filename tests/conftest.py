@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -32,6 +34,34 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         uses = SERVICE_FIXTURES.intersection(getattr(item, "fixturenames", ()))
         if uses and item.get_closest_marker("integration") is None:
             item.add_marker(pytest.mark.integration)
+
+
+# -- the fault suite's table (tests/faults): one summary, also when xdist ran the scenarios ------
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    output = getattr(session.config, "workeroutput", None)
+    if output is not None and "tests.faults.harness" in sys.modules:  # an xdist worker
+        output["fault_results"] = [vars(r) for r in sys.modules["tests.faults.harness"].RESULTS]
+
+
+@pytest.hookimpl(optionalhook=True)  # an xdist hook: run in the controller as a worker ends
+def pytest_testnodedown(node: Any, error: object) -> None:
+    results = getattr(node, "workeroutput", {}).get("fault_results")
+    if results:
+        from tests.faults import harness
+
+        harness.RESULTS.extend(harness.Result(**fields) for fields in results)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    harness = sys.modules.get("tests.faults.harness")
+    if harness is not None and harness.RESULTS:
+        terminalreporter.write_sep("=", "fault suite")
+        terminalreporter.write_line(harness.table(harness.RESULTS))
+        for result in harness.RESULTS:
+            if result.notes:
+                terminalreporter.write_line(f"{result.fault}: {result.notes}")
 
 
 def require_integration_marker(request: pytest.FixtureRequest, service: str) -> None:

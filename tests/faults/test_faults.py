@@ -245,6 +245,7 @@ def pg_ready(timeout: float = 60) -> None:
     raise RuntimeError("PostgreSQL did not come back")
 
 
+@pytest.mark.serial  # stops the machine's PostgreSQL: every other test's database with it
 def test_postgres_stopped(tmp_path: Path, fresh_db: Database, shared_redis: str) -> None:
     stack = Stack(tmp_path / "stack", fresh_db, shared_redis, shared_redis)
     outages: list[float] = []
