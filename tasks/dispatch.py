@@ -47,7 +47,21 @@ class SignalIntake(bootsteps.ConsumerStep):  # type: ignore[misc]
     def start(self, c: Any) -> None:
         self._consumer = c
         self._handler: Any = None
-        super().start(c)
+        self.consumers = self.get_consumers(c.connection.channel())
+        hub = getattr(c, "hub", None)
+        if hub is None:
+            self._consume(self.consumers)
+            return
+        # Consume once the worker's event loop runs, as Celery's own task consumer does: a
+        # RabbitMQ backlog is pushed the moment a consumer starts, and the next bootsteps read
+        # the connection (opening channels) before the pool can take work; a signal handed
+        # over then found no pool and the worker died at start-up.
+        hub.call_soon(self._consume, self.consumers)
+
+    def _consume(self, consumers: list[Consumer]) -> None:
+        if consumers is self.consumers:  # not a consumer of a connection since replaced
+            for consumer in consumers:
+                consumer.consume()
 
     def get_consumers(self, channel: Any) -> list[Consumer]:
         # Declared on every worker, consuming or not: on Redis, a worker restoring unacked

@@ -137,3 +137,57 @@ def test_pickle_refused_on_rabbitmq(
     assert len(letters) == len(sent), [x.reason for x in letters]
     assert sum(1 for x in letters if x.body == harness.pickle_marker_payload(marker)) == 4
     assert not marker.exists()
+
+
+@pytest.mark.slow
+def test_a_worker_started_on_a_backlog_of_signals_takes_it_on_rabbitmq(
+    tmp_path: Path, pg_db: Database, redis_url: str, redis_client: object, amqp_url: str
+) -> None:
+    """RabbitMQ pushes queued messages as soon as a consumer starts, and the worker's start-up
+    reads its connection before its pool is ready (opening channels): the intake must not
+    consume until the worker's event loop runs (it once handed a signal to a pool not yet
+    started, and the worker died at start-up: "'NoneType' object is not callable")."""
+    from tests.faults.test_commit_crashes import _send
+
+    stack = harness.Stack(
+        tmp_path / "stack",
+        pg_db,
+        amqp_url,
+        redis_url,
+        # Stopping a worker's process group kills its running executions: their recovery
+        # (lease takeover, re-sends) is shortened to seconds.
+        extra_env={
+            "EXECUTION_LEASE_SECONDS": "3",
+            "CLAIMED_GRACE_SECONDS": "2",
+            "REPAIR_GRACE_SECONDS": "3",
+        },
+    )
+    try:
+        stack.load_pipelines(harness.pipeline_specs())
+        stack.start_workers(1)  # declares the intake queue, bound to the exchange
+        stack.workers["w0"].stop()
+        load = harness.LoadGenerator(pg_db, amqp_url, rate=400, duration=0.5, run="backlog")
+        load.start()
+        load.join()
+        for _ in range(3):  # each start meets the backlog (what is left of it)
+            stack.restart_worker("w0", wait=True)
+            time.sleep(0.5)
+            assert not stack.exited(), "a worker died at start-up"
+            stack.workers["w0"].stop()
+        stack.restart_worker("w0", wait=True)
+        deadline = time.monotonic() + 60
+        settled = False
+        while not settled and time.monotonic() < deadline:
+            _send(amqp_url, "pipelines.fire_periodic")  # beat's part after a crash
+            _send(amqp_url, "signals.repair")
+            settled = harness.settle(pg_db, load.recorded, timeout=2)
+        result = harness.check(
+            "rabbitmq backlog", pg_db, load.recorded, stack.logs(), injections=0, seconds=0
+        )
+        died = [p.name for p in stack.logs() if "Unrecoverable error" in p.read_text()]
+    finally:
+        stack.close()
+    assert died == []
+    assert len(load.recorded) >= 150
+    assert settled, result
+    assert (result.signals_lost, result.executions_lost, result.duplicated) == (0, 0, 0), result
