@@ -141,7 +141,7 @@ def _insert_claims(session: Session, rows: list[dict[str, Any]]) -> list[Claim]:
 
 
 #: Claim (pipeline, signal key) for every pipeline id of an array parameter: one statement for
-#: any number of claims. Used alone (`claim_signal`) and inside the dispatch statement below.
+#: any number of claims (`claim_signal`: replays).
 _PG_CLAIM_SIGNAL_SQL = """
     INSERT INTO executions (pipeline_id, idempotency_key, signal_id, generation, status,
                             attempts, claimed_at, enqueued_at)
@@ -206,32 +206,59 @@ def claim_signal(
     return _insert_claims(session, rows)
 
 
-_PG_DISPATCH_SIGNAL = text(f"""
-    WITH recorded AS (
+#: Record and claim many signals in one statement (`record_and_claim`): each signal's row
+#: (inserted if absent, its dispatch outcome set), its ticker index rows when it is new, and a
+#: claim for each of its matches, all from array parameters, in one round trip and one commit.
+#: Every signal appears once (the caller folds repeats): `ON CONFLICT DO UPDATE` may not touch a
+#: row twice in one statement.
+_PG_DISPATCH_SIGNALS = text("""
+    WITH incoming AS (
+        SELECT * FROM unnest(
+            CAST(:signal_ids AS uuid[]), CAST(:signal_types AS varchar[]),
+            CAST(:sources AS varchar[]), CAST(:tickers_json AS text[]),
+            CAST(:event_times AS timestamptz[]), CAST(:created_ats AS timestamptz[]),
+            CAST(:payloads AS text[]), CAST(:routing_keys AS varchar[]),
+            CAST(:published_ats AS timestamptz[]), CAST(:dispatch_statuses AS varchar[]),
+            CAST(:matched_counts AS integer[])
+        ) AS s(signal_id, signal_type, source, tickers_json, event_time, created_at, payload,
+               routing_key, published_at, dispatch_status, matched_count)
+    ), recorded AS (
         INSERT INTO signals (signal_id, signal_type, source, tickers, event_time, created_at,
                              recorded_at, payload, routing_key, published_at, publish_attempts,
                              dispatch_status, dispatched_at, matched_count)
-        VALUES (:signal_id, :signal_type, :source, CAST(:tickers_json AS json), :event_time,
-                :created_at, :now, :payload, :routing_key, :published_at, 0,
-                :dispatch_status, :now, :matched_count)
+        SELECT signal_id, signal_type, source, CAST(tickers_json AS json), event_time,
+               created_at, :now, payload, routing_key, published_at, 0, dispatch_status, :now,
+               matched_count
+        FROM incoming
         ON CONFLICT (signal_id) DO UPDATE SET dispatch_status = EXCLUDED.dispatch_status,
             dispatched_at = EXCLUDED.dispatched_at, matched_count = EXCLUDED.matched_count
-        RETURNING (xmax = 0) AS inserted, published_at
+        RETURNING signal_id, (xmax = 0) AS inserted, published_at
     ), indexed AS (
         INSERT INTO signal_tickers (ticker, created_at, signal_id)
-        SELECT ticker, :created_at, :signal_id
-        FROM unnest(CAST(:tickers AS varchar[])) AS ticker, recorded
-        WHERE recorded.inserted
+        SELECT t.ticker, t.created_at, t.signal_id
+        FROM unnest(CAST(:ticker_signal_ids AS uuid[]), CAST(:ticker_names AS varchar[]),
+                    CAST(:ticker_created_ats AS timestamptz[])) AS t(signal_id, ticker, created_at)
+        JOIN recorded ON recorded.signal_id = t.signal_id AND recorded.inserted
         ON CONFLICT DO NOTHING
-    ), claimed AS ({_PG_CLAIM_SIGNAL_SQL})
-    SELECT claimed.id, claimed.pipeline_id, recorded.inserted, recorded.published_at
-    FROM recorded LEFT JOIN claimed ON true
-""")  # noqa: S608 (the interpolated text is the constant above; values are bound parameters)
+    ), claimed AS (
+        INSERT INTO executions (pipeline_id, idempotency_key, signal_id, generation, status,
+                                attempts, claimed_at, enqueued_at)
+        SELECT c.pipeline_id, c.idempotency_key, c.signal_id, 0, :status, 0, :now, :now
+        FROM unnest(CAST(:claim_pipeline_ids AS uuid[]), CAST(:claim_signal_ids AS uuid[]),
+                    CAST(:claim_keys AS varchar[])) AS c(pipeline_id, signal_id, idempotency_key)
+        ON CONFLICT (pipeline_id, idempotency_key) DO NOTHING
+        RETURNING id, pipeline_id, signal_id
+    )
+    SELECT recorded.signal_id, recorded.inserted, recorded.published_at, claimed.id,
+           claimed.pipeline_id
+    FROM recorded LEFT JOIN claimed ON claimed.signal_id = recorded.signal_id
+""")
 
 
 @dataclass(frozen=True)
 class Dispatched:
-    """What `record_and_claim` did: the new claims, and the signal row as it now stands."""
+    """What `record_and_claim` did for one signal: its new claims, and its row as it now
+    stands."""
 
     claims: list[Claim]
     #: True when this call recorded the signal (it had not been seen).
@@ -240,67 +267,115 @@ class Dispatched:
     published_at: datetime | None
 
 
+@dataclass(frozen=True)
+class ToClaim:
+    """A signal for `record_and_claim`: its JSON as received, the `published_at` a new row
+    gets, and the pipelines it matched."""
+
+    signal: Any
+    payload: str
+    published_at: datetime
+    pipeline_ids: Sequence[Hashable]
+
+
 def record_and_claim(
-    session: Session | Connection,
-    *,
-    signal: Any,
-    payload: str,
-    published_at: datetime,
-    pipeline_ids: Sequence[Hashable],
-    now: datetime,
-) -> Dispatched:
-    """Record the signal if absent (with its ticker index; `published_at` is what a new row
-    gets), set its dispatch outcome, and claim (pipeline, signal) generation 0 for every match.
+    session: Session | Connection, signals: Sequence[ToClaim], *, now: datetime
+) -> list[Dispatched]:
+    """For each signal (ids distinct): record it if absent (with its ticker index), set its
+    dispatch outcome, and claim (pipeline, signal) generation 0 for every match. One result per
+    signal, in order.
 
     The new claims are born `enqueued`: the caller sends their messages once this transaction
     has committed, and on a failed send sets them back with `release_unsent`. (This is the
     transactional outbox: the row is the record of a message owed; see the module docstring,
     commit 1, for a crash between the commit and the send.)
 
-    PostgreSQL: one round trip (a dispatched signal is on the hot path of every pipeline
-    wake-up); elsewhere the same effects in five statements. Generation 0 only: a higher one is
-    claimed by a recorded replay (dispatcher/replay.py)."""
-    outcome = DispatchStatus.DISPATCHED if pipeline_ids else DispatchStatus.UNMATCHED
+    PostgreSQL: one statement for every signal (a dispatched signal is on the hot path of every
+    pipeline wake-up, and at load the intake hands over several at once); elsewhere the same
+    effects in five statements per signal. Generation 0 only: a higher one is claimed by a
+    recorded replay (dispatcher/replay.py)."""
+    if len({item.signal.signal_id for item in signals}) != len(signals):
+        raise ValueError("record_and_claim: a signal appears twice")
+    if not signals:
+        return []
     if not _is_postgresql(session):
         with _orm(session) as orm:
-            inserted, stored = _record_signal(orm, signal, payload, published_at, now)
-            new = claim_signal(
-                orm,
-                signal_id=signal.signal_id,
-                generation=0,
-                pipeline_ids=pipeline_ids,
-                now=now,
-                enqueued=True,
-            )
-            orm.execute(
-                update(SignalRecord)
-                .where(SignalRecord.signal_id == signal.signal_id)
-                .values(dispatch_status=outcome, matched_count=len(pipeline_ids), dispatched_at=now)
-            )
-        return Dispatched(new, inserted, stored)
+            return [_record_and_claim_orm(orm, item, now) for item in signals]
+    ticker_rows = [(item.signal, ticker) for item in signals for ticker in item.signal.tickers]
+    claim_rows = [
+        (pipeline_id, item.signal.signal_id, signal_key(item.signal.signal_id))
+        for item in signals
+        for pipeline_id in item.pipeline_ids
+    ]
     rows = session.execute(
-        _PG_DISPATCH_SIGNAL,
+        _PG_DISPATCH_SIGNALS,
         {
-            **_claim_rows(signal.signal_id, 0, pipeline_ids, now, enqueued=True),
-            "signal_type": signal.signal_type.value,
-            "source": signal.source,
-            "tickers_json": json.dumps(list(signal.tickers)),
-            "tickers": list(signal.tickers),
-            "event_time": signal.event_time,
-            "created_at": signal.timestamp,
-            "payload": payload,
-            "routing_key": signal.routing_key,
-            "published_at": published_at,
-            "dispatch_status": outcome.value,
-            "matched_count": len(pipeline_ids),
+            "now": now,
+            "status": ExecutionStatus.ENQUEUED.value,
+            "signal_ids": [item.signal.signal_id for item in signals],
+            "signal_types": [item.signal.signal_type.value for item in signals],
+            "sources": [item.signal.source for item in signals],
+            "tickers_json": [json.dumps(list(item.signal.tickers)) for item in signals],
+            "event_times": [item.signal.event_time for item in signals],
+            "created_ats": [item.signal.timestamp for item in signals],
+            "payloads": [item.payload for item in signals],
+            "routing_keys": [item.signal.routing_key for item in signals],
+            "published_ats": [item.published_at for item in signals],
+            "dispatch_statuses": [_outcome(item).value for item in signals],
+            "matched_counts": [len(item.pipeline_ids) for item in signals],
+            "ticker_signal_ids": [signal.signal_id for signal, _ in ticker_rows],
+            "ticker_names": [ticker for _, ticker in ticker_rows],
+            "ticker_created_ats": [signal.timestamp for signal, _ in ticker_rows],
+            "claim_pipeline_ids": [row[0] for row in claim_rows],
+            "claim_signal_ids": [row[1] for row in claim_rows],
+            "claim_keys": [row[2] for row in claim_rows],
         },
     ).all()
-    first = rows[0]  # `recorded` always returns its one row (inserted or updated)
-    return Dispatched(
-        [Claim(row.id, row.pipeline_id) for row in rows if row.id is not None],
-        bool(first.inserted),
-        first.published_at.astimezone(UTC) if first.published_at is not None else None,
+    # `recorded` returns one row per signal (inserted or updated), joined to its new claims.
+    by_signal: dict[uuid.UUID, tuple[bool, datetime | None, list[Claim]]] = {}
+    for row in rows:
+        _, _, new = by_signal.setdefault(
+            row.signal_id,
+            (
+                bool(row.inserted),
+                row.published_at.astimezone(UTC) if row.published_at is not None else None,
+                [],
+            ),
+        )
+        if row.id is not None:
+            new.append(Claim(row.id, row.pipeline_id))
+    return [
+        Dispatched(new, inserted, stored)
+        for inserted, stored, new in (by_signal[item.signal.signal_id] for item in signals)
+    ]
+
+
+def _outcome(item: ToClaim) -> DispatchStatus:
+    return DispatchStatus.DISPATCHED if item.pipeline_ids else DispatchStatus.UNMATCHED
+
+
+def _record_and_claim_orm(orm: Session, item: ToClaim, now: datetime) -> Dispatched:
+    """Not PostgreSQL: one signal's part of `record_and_claim`, statement by statement."""
+    signal = item.signal
+    inserted, stored = _record_signal(orm, signal, item.payload, item.published_at, now)
+    new = claim_signal(
+        orm,
+        signal_id=signal.signal_id,
+        generation=0,
+        pipeline_ids=item.pipeline_ids,
+        now=now,
+        enqueued=True,
     )
+    orm.execute(
+        update(SignalRecord)
+        .where(SignalRecord.signal_id == signal.signal_id)
+        .values(
+            dispatch_status=_outcome(item),
+            matched_count=len(item.pipeline_ids),
+            dispatched_at=now,
+        )
+    )
+    return Dispatched(new, inserted, stored)
 
 
 def _record_signal(

@@ -2,7 +2,8 @@
 pipelines. Celery tasks (tasks/dispatch.py, tasks/pipelines.py) are thin edges around these;
 resources (database, index cache, an `enqueue` callable, `send_task`) are passed in.
 
-Order in `dispatch`, and why it is safe to crash anywhere and be redelivered:
+Order in `dispatch` (and `dispatch_many`, the same for several signals at once: each step
+covers them all), and why it is safe to crash anywhere and be redelivered:
 1. record the signal if absent, claim every matched (pipeline, signal) as `enqueued` and record
    the outcome: one transaction, committed synchronously (the claims are the outbox);
 2. send a `pipelines.execute` message for each new claim, and for claims a previous delivery
@@ -109,74 +110,123 @@ def dispatch(
 
     A signal from the bus is generation 0 whatever its headers say (dispatcher/intake.py):
     republished, it finds its claims taken and runs nothing again."""
+    return dispatch_many([envelope], db=db, index=index, enqueue=enqueue, now=now)[0]
+
+
+def dispatch_many(
+    envelopes: Sequence[Any],
+    *,
+    db: Database,
+    index: MatchIndex,
+    enqueue: Enqueue,
+    now: Callable[[], datetime] = utcnow,
+) -> list[DispatchResult]:
+    """`dispatch` for several signals at once (the intake's batch at load): one result per
+    envelope, in order. Each invalid one is dead-lettered on its own; the valid ones are
+    recorded and claimed in one statement (commit 1 for all of them) and their new claims sent
+    in one `enqueue`. A signal given twice is dispatched once; the repeat finds its claims
+    taken, as a redelivery would. An outage raises for the whole batch: every step is
+    idempotent per signal, so the retry repeats nothing that was done."""
     moment = now()
-    try:
-        delivery = decode_envelope(envelope, now=moment)
-    except InvalidSignal as exc:
-        dead_letter(
-            db,
-            stage="dispatch",
-            reason=exc.reason,
-            body=exc.body,
-            content_type=exc.content_type,
-            headers=exc.headers,
-        )
-        return DispatchResult(signal_id=None, dead_letter=exc.reason)
-    signal = delivery.signal
-    if delivery.ignored:
-        log_event(
-            logger,
-            "bus_headers_ignored",
-            logging.WARNING,
-            signal_id=str(signal.signal_id),
-            ignored=list(delivery.ignored),
-        )
-    matched = index.match(signal)
+    results: list[DispatchResult | None] = [None] * len(envelopes)
+    todo: dict[uuid.UUID, tuple[Delivery, int]] = {}
+    repeats: list[tuple[int, uuid.UUID]] = []
+    for position, envelope in enumerate(envelopes):
+        try:
+            delivery = decode_envelope(envelope, now=moment)
+        except InvalidSignal as exc:
+            dead_letter(
+                db,
+                stage="dispatch",
+                reason=exc.reason,
+                body=exc.body,
+                content_type=exc.content_type,
+                headers=exc.headers,
+            )
+            results[position] = DispatchResult(signal_id=None, dead_letter=exc.reason)
+            continue
+        signal = delivery.signal
+        if delivery.ignored:
+            log_event(
+                logger,
+                "bus_headers_ignored",
+                logging.WARNING,
+                signal_id=str(signal.signal_id),
+                ignored=list(delivery.ignored),
+            )
+        if signal.signal_id in todo:
+            repeats.append((position, signal.signal_id))
+            continue
+        todo[signal.signal_id] = (delivery, position)
+    matches = {signal_id: index.match(d.signal) for signal_id, (d, _) in todo.items()}
+    if not todo:
+        return [result for result in results if result is not None]
     with db.statement() as connection:  # commit 1: the claims, synchronous, one statement
         dispatched = claims.record_and_claim(
             connection,
-            signal=signal,
-            payload=delivery.payload,
-            published_at=delivery.published_at or moment,
-            pipeline_ids=list(matched),
+            [
+                claims.ToClaim(
+                    d.signal, d.payload, d.published_at or moment, list(matches[signal_id])
+                )
+                for signal_id, (d, _) in todo.items()
+            ],
             now=moment,
         )
-    new, inserted, stored = dispatched.claims, dispatched.inserted, dispatched.published_at
-    born_enqueued = [c.execution_id for c in new]
+    outcome = dict(zip(todo, dispatched, strict=True))
+    born_enqueued = [c.execution_id for done in dispatched for c in done.claims]
+    leftovers: dict[uuid.UUID, list[claims.Claim]] = {}
     try:
-        # Rows this call did not create exist only if the signal was seen before: only then
-        # look for ones a crashed delivery left `claimed`. After the claims' commit: should it
-        # fail, the new claims go back to `claimed`, as on a failed send.
-        leftover: list[claims.Claim] = []
-        if len(new) < len(matched):
-            with db.statement() as connection:
-                leftover = claims.leftover_signal_claims(
-                    connection,
-                    signal_id=signal.signal_id,
-                    generation=0,
-                    exclude=(c.execution_id for c in new),
-                )
-        released = [c.execution_id for c in leftover]
-        if born_enqueued or released:
-            published = _latency_start(delivery, inserted, stored)
-            enqueue([(execution_id, published) for execution_id in born_enqueued + released])
+        sends: list[tuple[int, float | None]] = []
+        for signal_id, (delivery, _) in todo.items():
+            done = outcome[signal_id]
+            # Rows this call did not create exist only if the signal was seen before: only
+            # then look for ones a crashed delivery left `claimed`. After the claims' commit:
+            # should it fail, the new claims go back to `claimed`, as on a failed send.
+            leftover: list[claims.Claim] = []
+            if len(done.claims) < len(matches[signal_id]):
+                with db.statement() as connection:
+                    leftover = claims.leftover_signal_claims(
+                        connection,
+                        signal_id=signal_id,
+                        generation=0,
+                        exclude=(c.execution_id for c in done.claims),
+                    )
+            leftovers[signal_id] = leftover
+            published = _latency_start(delivery, done.inserted, done.published_at)
+            sends.extend((c.execution_id, published) for c in done.claims + leftover)
+        if sends:
+            enqueue(sends)
     except Exception:
         _release_unsent(db, born_enqueued)
         raise
+    released = [c.execution_id for leftover in leftovers.values() for c in leftover]
     if released:
         with db.session() as session:
             claims.mark_enqueued(session, released, now=now())
-    result = DispatchResult(
-        str(signal.signal_id), matched=len(matched), claimed=len(new), reenqueued=len(leftover)
-    )
-    log_event(
-        logger,
-        "signal_dispatched",
-        logging.INFO,
-        signal_type=signal.signal_type.value,
-        **result.as_dict(),
-    )
-    return result
+    for signal_id, (delivery, position) in todo.items():
+        result = results[position] = DispatchResult(
+            str(signal_id),
+            matched=len(matches[signal_id]),
+            claimed=len(outcome[signal_id].claims),
+            reenqueued=len(leftovers[signal_id]),
+        )
+        log_event(
+            logger,
+            "signal_dispatched",
+            logging.INFO,
+            signal_type=delivery.signal.signal_type.value,
+            **result.as_dict(),
+        )
+    for position, signal_id in repeats:  # a redelivery in the same batch: its claims taken
+        repeat = results[position] = DispatchResult(str(signal_id), matched=len(matches[signal_id]))
+        log_event(
+            logger,
+            "signal_dispatched",
+            logging.INFO,
+            signal_type=todo[signal_id][0].signal.signal_type.value,
+            **repeat.as_dict(),
+        )
+    return [result for result in results if result is not None]
 
 
 def _release_unsent(db: Database, execution_ids: list[int]) -> None:
@@ -222,12 +272,7 @@ def rehearse(db: Database, index: MatchIndex, *, now: Callable[[], datetime] = u
     fake = claims.Started(-1, uuid.uuid4(), "warm-up", probe.signal_id, None, 1, moment)
     with db.rehearsal() as connection:
         claims.record_and_claim(
-            connection,
-            signal=probe,
-            payload=delivery.payload,
-            published_at=moment,
-            pipeline_ids=[],
-            now=moment,
+            connection, [claims.ToClaim(probe, delivery.payload, moment, [])], now=moment
         )
         claims.leftover_signal_claims(connection, signal_id=probe.signal_id, generation=0)
         claims.start_with_context(
