@@ -81,6 +81,7 @@ task_routes = {
     "signals.generate": {"queue": GENERATE_QUEUE},
     "marketdata.backfill": {"queue": GENERATE_QUEUE},  # waits on a provider, like generation
     "signals.dispatch": {"queue": DISPATCH_QUEUE},
+    "signals.dispatch_batch": {"queue": DISPATCH_QUEUE},
     "signals.*": {"queue": SIGNALS_QUEUE},
     "pipelines.*": {"queue": PIPELINES_QUEUE},
 }

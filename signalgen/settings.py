@@ -222,6 +222,11 @@ class Settings(BaseSettings):
     timeout x attempts + back-off)"""
     claimed_grace_seconds: float = _var("CLAIMED_GRACE_SECONDS", 60.0, gt=0)
     """a claim still `claimed` after this is re-enqueued by the periodic sweep"""
+    intake_batch_max: int = _var(
+        "INTAKE_BATCH_MAX", 16, ge=1, le=256
+    )  # dispatcher.batching.MAX_BATCH
+    """most raw signals one dispatch takes at once when a worker's pool is busy (claims in one
+    statement, one task); `1`: always one by one"""
     pipeline_index_check_seconds: float = _var("PIPELINE_INDEX_CHECK_SECONDS", 1.0, gt=0)
     """how often (at most) a worker reads the pipelines version (writes patched in)"""
     pipeline_index_max_age_seconds: float = _var("PIPELINE_INDEX_MAX_AGE_SECONDS", 60.0, gt=0)

@@ -12,18 +12,26 @@ retry publishes an ordinary `signals.dispatch` task message to the `dispatch` qu
 
 Measured (bench/dispatch.py, 100 signals/s, one worker x 4): forwarding with `apply_async` cost
 a third of the consumer loop's time and a broker round trip per signal.
+
+At load the intake hands several raw messages over as one `signals.dispatch_batch` request
+(dispatcher/batching.py says when: the pool busy and one of ours in it; never on a timer). Its
+task message acks or requeues every raw message it carries (`IntakeMessage`).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from celery import bootsteps
+from celery.worker.state import reserved_requests
 from kombu import Consumer, Message
 from kombu.serialization import dumps
 from kombu.utils.uuid import uuid
 
+from dispatcher.batching import MAX_BATCH, IntakeBatcher
 from signalgen.bus.topology import (
     DISPATCH_INTAKE_QUEUE,
     DISPATCH_QUEUE,
@@ -42,11 +50,13 @@ MAX_ARGS_REPR = 1024
 
 
 class SignalIntake(bootsteps.ConsumerStep):  # type: ignore[misc]
-    """Turn raw messages on `signals.dispatch` into `signals.dispatch` task requests."""
+    """Turn raw messages on `signals.dispatch` into `signals.dispatch` task requests; at load,
+    several into one `signals.dispatch_batch` request (dispatcher/batching.py says when)."""
 
     def start(self, c: Any) -> None:
         self._consumer = c
         self._handler: Any = None
+        self._batcher: IntakeBatcher[Message] | None = None
         self.consumers = self.get_consumers(c.connection.channel())
         hub = getattr(c, "hub", None)
         if hub is None:
@@ -76,8 +86,11 @@ class SignalIntake(bootsteps.ConsumerStep):  # type: ignore[misc]
         if GENERATE_QUEUE in consume_from:
             _warn_generation_shares_pool(sorted(consume_from))
         # Raw signals are held unacked until their dispatch ends: as many as the pool takes at
-        # once, like Celery's own prefetch, so a busy worker does not sit on others' work.
-        prefetch = max(1, int(getattr(self._consumer, "initial_prefetch_count", 0) or 4))
+        # once, like Celery's own prefetch, so a busy worker does not sit on others' work; with
+        # batching, also one batch's worth waiting while every pool process is busy.
+        slots = max(1, int(getattr(self._consumer, "initial_prefetch_count", 0) or 4))
+        self._batcher = self._new_batcher(slots)  # a new channel: nothing of the old is ours
+        prefetch = slots + (self._batcher.max_batch if self._batcher else 0)
         return [
             Consumer(
                 channel,
@@ -88,11 +101,29 @@ class SignalIntake(bootsteps.ConsumerStep):  # type: ignore[misc]
             )
         ]
 
+    def _new_batcher(self, slots: int) -> IntakeBatcher[Message] | None:
+        from signalgen.settings import get_settings
+
+        most = get_settings().intake_batch_max
+        if most <= 1 or getattr(self._consumer, "hub", None) is None:
+            return None  # one by one (no event loop to hand batches over on: solo, threads)
+        return IntakeBatcher(limit=slots, max_batch=most, size=lambda m: len(m.body or b""))
+
     def on_message(self, message: Message) -> None:
         if self._handler is None:  # Celery's own handler for task messages (strategies built)
             self._handler = self._consumer.create_task_handler()
+        batcher = self._batcher
+        if batcher is None:
+            self._hand_over([message], None)
+            return
+        busy = len(reserved_requests) >= batcher.limit  # no idle pool process
+        for batch in batcher.offer(message, busy=busy):
+            self._hand_over(batch, batcher)
+
+    def _hand_over(self, batch: list[Message], batcher: IntakeBatcher[Message] | None) -> None:
+        on_settled = None if batcher is None else functools.partial(self._settled, batcher)
         try:
-            request = as_dispatch_request(message)
+            request = as_dispatch_request(batch, on_settled=on_settled)
         except Exception as exc:  # cannot happen for bytes; never lose the message if it does
             log_event(
                 logger,
@@ -100,9 +131,23 @@ class SignalIntake(bootsteps.ConsumerStep):  # type: ignore[misc]
                 logging.ERROR,
                 reason=f"{type(exc).__name__}: {exc}",
             )
-            message.requeue()
+            for message in batch:
+                message.requeue()
+            if on_settled is not None:
+                on_settled()
             return
         self._handler(request)
+
+    def _settled(self, batcher: IntakeBatcher[Message]) -> None:
+        """A request of `batcher` was acked, rejected or requeued (any thread): hand the waiting
+        signals over from the consumer's own loop."""
+        ready = batcher.settled()
+        if ready and batcher is self._batcher:
+            self._consumer.hub.call_soon(self._hand_all, ready, batcher)
+
+    def _hand_all(self, batches: list[list[Message]], batcher: IntakeBatcher[Message]) -> None:
+        for batch in batches:
+            self._hand_over(batch, batcher)
 
 
 _warned_shared = False
@@ -123,35 +168,77 @@ def _warn_generation_shares_pool(queues: list[str]) -> None:
         )
 
 
-def as_dispatch_request(message: Message) -> Message:
-    """The raw signal `message` as a `signals.dispatch` task message (Celery protocol 2) on the
-    same channel and delivery tag, so acking or rejecting it acts on the raw message."""
+class IntakeMessage(Message):  # type: ignore[misc]
+    """The task message of one or more raw signals: acking, rejecting or requeueing it acts on
+    each raw message, then tells the intake (`on_settled`) that a pool slot is free again."""
+
+    def __init__(
+        self, raw: list[Message], on_settled: Callable[[], None] | None, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self._raw = raw
+        self._on_settled = on_settled
+
+    def ack(self, multiple: bool = False) -> None:
+        self._settle("ACK", lambda m: m.ack())
+
+    def reject(self, requeue: bool = False) -> None:
+        self._settle("REQUEUED" if requeue else "REJECTED", lambda m: m.reject(requeue=requeue))
+
+    def requeue(self) -> None:
+        self._settle("REQUEUED", lambda m: m.requeue())
+
+    def _settle(self, state: str, act: Callable[[Message], None]) -> None:
+        if self.acknowledged:
+            raise self.MessageStateError("message already acknowledged, rejected or requeued")
+        self._state = state
+        try:
+            for message in self._raw:
+                act(message)
+        finally:
+            if self._on_settled is not None:
+                self._on_settled()
+
+
+def as_dispatch_request(
+    messages: Message | list[Message], *, on_settled: Callable[[], None] | None = None
+) -> Message:
+    """The raw signal message(s) as one task message (Celery protocol 2) on the same channel:
+    `signals.dispatch` with the envelope of one, `signals.dispatch_batch` with the envelopes of
+    several. Acking or rejecting it acts on every raw message."""
     from dispatcher.intake import make_envelope
 
-    info = message.delivery_info or {}
-    envelope = make_envelope(
-        message.body,
-        content_type=message.content_type,
-        headers=message.headers,
-        routing_key=info.get("routing_key"),
+    batch = messages if isinstance(messages, list) else [messages]
+    if not batch:
+        raise ValueError("as_dispatch_request: no message")
+    first = batch[0]
+    info = first.delivery_info or {}
+    envelopes = [
+        make_envelope(
+            message.body,
+            content_type=message.content_type,
+            headers=message.headers,
+            routing_key=(message.delivery_info or {}).get("routing_key"),
+        )
+        for message in batch
+    ]
+    name, args = (
+        ("signals.dispatch", (envelopes[0],))
+        if len(envelopes) == 1
+        else ("signals.dispatch_batch", (envelopes,))
     )
-    args = (envelope,)
     argsrepr = repr(args)
     if len(argsrepr) > MAX_ARGS_REPR:
         argsrepr = argsrepr[: MAX_ARGS_REPR - 3] + "..."
     task = app.amqp.create_task_message(
-        uuid(),
-        "signals.dispatch",
-        args,
-        {},
-        ignore_result=True,
-        argsrepr=argsrepr,
-        kwargsrepr="{}",
+        uuid(), name, args, {}, ignore_result=True, argsrepr=argsrepr, kwargsrepr="{}"
     )
     content_type, content_encoding, body = dumps(task.body, serializer="json")
-    return Message(
+    return IntakeMessage(
+        batch,
+        on_settled,
         body=body.encode(content_encoding) if isinstance(body, str) else body,
-        delivery_tag=message.delivery_tag,
+        delivery_tag=first.delivery_tag,
         content_type=content_type,
         content_encoding=content_encoding,
         # As if it came from the `dispatch` queue: a retry goes there, never to the exchange.
@@ -159,13 +246,13 @@ def as_dispatch_request(message: Message) -> Message:
             "exchange": "",
             "routing_key": DISPATCH_QUEUE,
             "priority": info.get("priority"),
-            "redelivered": info.get("redelivered", False),
+            "redelivered": any((m.delivery_info or {}).get("redelivered") for m in batch),
             "consumer_tag": info.get("consumer_tag"),
-            "delivery_tag": message.delivery_tag,
+            "delivery_tag": first.delivery_tag,
         },
         properties=dict(task.properties),
         headers=dict(task.headers),
-        channel=message.channel,
+        channel=first.channel,
         accept=["application/json"],
     )
 
@@ -200,3 +287,40 @@ def dispatch(self: PolicyTask, envelope: dict[str, Any]) -> dict[str, Any]:
         enqueue=_enqueue_executions(self.request.id, self.request.root_id),
     )
     return result.as_dict()
+
+
+@bus_task("signals.dispatch_batch", transient=OUTAGES, max_retries=20, backoff_max=60)
+def dispatch_batch(self: PolicyTask, envelopes: list[Any]) -> list[dict[str, Any]]:
+    """`signals.dispatch` for the signals the intake took together at load: their claims in one
+    statement, their executions in one send (dispatcher/batching.py). An outage is retried for
+    the batch; any other failure splits it: each signal goes on as its own `signals.dispatch`
+    task, so one signal that cannot be dispatched is dead-lettered alone, not with the batch."""
+    from dispatcher import service
+
+    if not isinstance(envelopes, list) or len(envelopes) > MAX_BATCH:  # a hand-made message
+        raise TypeError(
+            f"signals.dispatch_batch takes a list of at most {MAX_BATCH} envelopes, not "
+            + (f"{len(envelopes)}" if isinstance(envelopes, list) else type(envelopes).__name__)
+        )
+    resources = self.ctx.dispatcher
+    try:
+        results = service.dispatch_many(
+            envelopes,
+            db=resources.db,
+            index=resources.index.current(),
+            enqueue=_enqueue_executions(self.request.id, self.request.root_id),
+        )
+    except OUTAGES:
+        raise
+    except Exception as exc:  # not an outage: one signal's own fault, or ours
+        log_event(
+            logger,
+            "dispatch_batch_split",
+            logging.WARNING,
+            signals=len(envelopes),
+            reason=f"{type(exc).__name__}: {exc}",
+        )
+        for envelope in envelopes:  # each alone; what was done already is not done twice
+            dispatch.apply_async((envelope,), queue=DISPATCH_QUEUE)
+        return [{"split": True} for _ in envelopes]
+    return [result.as_dict() for result in results]

@@ -335,7 +335,8 @@ def _send_back(db: Database, row: DeadLetter, senders: Senders) -> None:
     if row.stage == "task":
         data = json.loads(bytes(row.body).decode("utf-8"))
         name = str(data["task"])
-        queue = senders.dispatch_queue if name == "signals.dispatch" else None
+        dispatching = name in ("signals.dispatch", "signals.dispatch_batch")
+        queue = senders.dispatch_queue if dispatching else None
         options = {"queue": queue} if queue else {}
         senders.send_task(
             name,

@@ -283,6 +283,7 @@ OWN_TASKS = frozenset(
     {
         "signals.generate",
         "signals.dispatch",
+        "signals.dispatch_batch",
         "signals.replay",
         "signals.outbox_sweep",
         "signals.repair",

@@ -35,6 +35,7 @@ def test_policies_are_declared_with_each_task(registered: dict[str, Any]) -> Non
     dead_lettered = {name for name, task in registered.items() if task.policy.dead_letter}
     assert dead_lettered == {
         "signals.dispatch",
+        "signals.dispatch_batch",
         "pipelines.execute",
         "signals.generate",
         "signals.outbox_sweep",
@@ -42,7 +43,7 @@ def test_policies_are_declared_with_each_task(registered: dict[str, Any]) -> Non
     }
     gated = {name for name, task in registered.items() if task.policy.rate_gated}
     assert gated == {"pipelines.execute"}
-    for name in ("signals.dispatch", "pipelines.execute"):
+    for name in ("signals.dispatch", "signals.dispatch_batch", "pipelines.execute"):
         assert registered[name].policy.transient == OUTAGES
         assert registered[name].max_retries == 20
     assert not registered["signals.replay"].policy.transient
