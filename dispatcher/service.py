@@ -30,10 +30,10 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Unpack
+from typing import Any
 
 from sqlalchemy import select
 
@@ -45,7 +45,7 @@ from dispatcher.periodic import current_slot, slot_key
 from schemas.pipeline import CeleryExecutor, RecordExecutor, Schedule, WebhookExecutor
 from schemas.statuses import ExecuteResult, ExecutionStatus
 from signalgen.logs import log_event, redact, redact_data
-from signalgen.ops.dlq import DeadLetterFields, add_dead_letter
+from signalgen.ops.dlq import add_dead_letter
 from signalgen.storage import Database
 from signalgen.storage.models import Pipeline
 
@@ -74,19 +74,28 @@ class DispatchResult:
 # -- dispatch -----------------------------------------------------------------------------------
 
 
-def dead_letter(db: Database, **fields: Unpack[DeadLetterFields]) -> None:
-    """Record one dead letter in its own transaction, and log it."""
+def dead_letter_invalid(db: Database, refused: Sequence[InvalidSignal]) -> None:
+    """Record the dead letters of invalid signals, all in one transaction, and log each."""
     with db.session() as session:
-        add_dead_letter(session, **fields)
-    log_event(
-        logger,
-        "dead_lettered",
-        logging.WARNING,
-        stage=fields["stage"],
-        reason=fields["reason"],
-        content_type=fields.get("content_type"),
-        bytes=len(fields["body"]),
-    )
+        for exc in refused:
+            add_dead_letter(
+                session,
+                stage="dispatch",
+                reason=exc.reason,
+                body=exc.body,
+                content_type=exc.content_type,
+                headers=exc.headers,
+            )
+    for exc in refused:
+        log_event(
+            logger,
+            "dead_lettered",
+            logging.WARNING,
+            stage="dispatch",
+            reason=exc.reason,
+            content_type=exc.content_type,
+            bytes=len(exc.body),
+        )
 
 
 def _latency_start(delivery: Delivery, inserted: bool, stored: datetime | None) -> float | None:
@@ -122,27 +131,22 @@ def dispatch_many(
     now: Callable[[], datetime] = utcnow,
 ) -> list[DispatchResult]:
     """`dispatch` for several signals at once (the intake's batch at load): one result per
-    envelope, in order. Each invalid one is dead-lettered on its own; the valid ones are
-    recorded and claimed in one statement (commit 1 for all of them) and their new claims sent
-    in one `enqueue`. A signal given twice is dispatched once; the repeat finds its claims
-    taken, as a redelivery would. An outage raises for the whole batch: every step is
-    idempotent per signal, so the retry repeats nothing that was done."""
+    envelope, in order. The valid ones are recorded and claimed in one statement (commit 1 for
+    all of them) and their new claims sent in one `enqueue`; then the invalid ones are
+    dead-lettered, in one transaction. A signal given twice is dispatched once; the repeat
+    finds its claims taken, as a redelivery would. An outage raises for the whole batch: every
+    step is idempotent per signal, and the dead letters come last, so the retry repeats
+    nothing that was written."""
     moment = now()
     results: list[DispatchResult | None] = [None] * len(envelopes)
+    refused: list[InvalidSignal] = []
     todo: dict[uuid.UUID, tuple[Delivery, int]] = {}
     repeats: list[tuple[int, uuid.UUID]] = []
     for position, envelope in enumerate(envelopes):
         try:
             delivery = decode_envelope(envelope, now=moment)
         except InvalidSignal as exc:
-            dead_letter(
-                db,
-                stage="dispatch",
-                reason=exc.reason,
-                body=exc.body,
-                content_type=exc.content_type,
-                headers=exc.headers,
-            )
+            refused.append(exc)
             results[position] = DispatchResult(signal_id=None, dead_letter=exc.reason)
             continue
         signal = delivery.signal
@@ -156,11 +160,40 @@ def dispatch_many(
             )
         if signal.signal_id in todo:
             repeats.append((position, signal.signal_id))
-            continue
-        todo[signal.signal_id] = (delivery, position)
+        else:
+            todo[signal.signal_id] = (delivery, position)
     matches = {signal_id: index.match(d.signal) for signal_id, (d, _) in todo.items()}
-    if not todo:
-        return [result for result in results if result is not None]
+    if todo:
+        outcome = _claim_and_send(db, todo, matches, enqueue, moment=moment, now=now)
+        done = [(position, outcome[sid], sid) for sid, (_, position) in todo.items()]
+        # A repeat in the same batch is a redelivery: it finds its claims taken.
+        done += [
+            (p, DispatchResult(str(sid), matched=len(matches[sid])), sid) for p, sid in repeats
+        ]
+        for position, result, signal_id in sorted(done, key=lambda item: item[0]):
+            results[position] = result
+            log_event(
+                logger,
+                "signal_dispatched",
+                logging.INFO,
+                signal_type=todo[signal_id][0].signal.signal_type.value,
+                **result.as_dict(),
+            )
+    if refused:
+        dead_letter_invalid(db, refused)
+    return [result for result in results if result is not None]
+
+
+def _claim_and_send(
+    db: Database,
+    todo: dict[uuid.UUID, tuple[Delivery, int]],
+    matches: Mapping[uuid.UUID, Sequence[Any]],
+    enqueue: Enqueue,
+    *,
+    moment: datetime,
+    now: Callable[[], datetime],
+) -> dict[uuid.UUID, DispatchResult]:
+    """Steps 1-3 of the module docstring for the signals of `todo` (ids distinct)."""
     with db.statement() as connection:  # commit 1: the claims, synchronous, one statement
         dispatched = claims.record_and_claim(
             connection,
@@ -203,30 +236,15 @@ def dispatch_many(
     if released:
         with db.session() as session:
             claims.mark_enqueued(session, released, now=now())
-    for signal_id, (delivery, position) in todo.items():
-        result = results[position] = DispatchResult(
+    return {
+        signal_id: DispatchResult(
             str(signal_id),
             matched=len(matches[signal_id]),
             claimed=len(outcome[signal_id].claims),
             reenqueued=len(leftovers[signal_id]),
         )
-        log_event(
-            logger,
-            "signal_dispatched",
-            logging.INFO,
-            signal_type=delivery.signal.signal_type.value,
-            **result.as_dict(),
-        )
-    for position, signal_id in repeats:  # a redelivery in the same batch: its claims taken
-        repeat = results[position] = DispatchResult(str(signal_id), matched=len(matches[signal_id]))
-        log_event(
-            logger,
-            "signal_dispatched",
-            logging.INFO,
-            signal_type=todo[signal_id][0].signal.signal_type.value,
-            **repeat.as_dict(),
-        )
-    return [result for result in results if result is not None]
+        for signal_id in todo
+    }
 
 
 def _release_unsent(db: Database, execution_ids: list[int]) -> None:

@@ -22,7 +22,6 @@ from sqlalchemy import func, select, text, update
 
 from bench.fakes.fake_finnhub import FakeFinnhub
 from dispatcher import claims
-from dispatcher.service import dead_letter
 from generators.backtest import walk_forward
 from generators.death_cross import DeathCrossConfig, DeathCrossSignalGenerator
 from generators.golden_cross import GoldenCrossConfig, GoldenCrossSignalGenerator
@@ -36,6 +35,7 @@ from signalgen.marketdata.finnhub import FinnhubSource
 from signalgen.marketdata.limiter import Limit, RedisRateLimiter
 from signalgen.marketdata.store import BarStore
 from signalgen.marketdata.usage import DatabaseUsage, record_call
+from signalgen.ops.dlq import add_dead_letter
 from signalgen.ops.health import record_run
 from signalgen.storage import Database
 from signalgen.storage.models import DeadLetter, Pipeline, SignalRecord
@@ -257,7 +257,10 @@ def seed_dashboard(db: Database) -> tuple[int, dict[str, int]]:
         published_at = now - timedelta(milliseconds=20 + number * 7)
         executed(db, signal.signal_id, pipeline, now, published_at, status)
     for _ in range(3):
-        dead_letter(db, stage="dispatch", reason="body is not UTF-8 text", body=b"\xff")
+        with db.session() as session:
+            add_dead_letter(
+                session, stage="dispatch", reason="body is not UTF-8 text", body=b"\xff"
+            )
     record_call(
         db,
         provider="finnhub",
@@ -433,8 +436,14 @@ def seed_live(db: Database, redis_url: str, now: datetime) -> dict[str, object]:
             error = "HTTP 502 from the backend" if failed else None
             executed(db, signal.signal_id, pid, now, published_at, status, error)
     for _ in range(3):
-        dead_letter(db, stage="dispatch", reason="body is not UTF-8 text", body=b"\xff")
-    dead_letter(db, stage="dispatch", reason="invalid signal: tickers.0: bad", body=b"{}")
+        with db.session() as session:
+            add_dead_letter(
+                session, stage="dispatch", reason="body is not UTF-8 text", body=b"\xff"
+            )
+    with db.session() as session:
+        add_dead_letter(
+            session, stage="dispatch", reason="invalid signal: tickers.0: bad", body=b"{}"
+        )
     with db.session() as session:
         newest = session.execute(select(func.max(DeadLetter.id))).scalar_one()
         session.execute(update(DeadLetter).where(DeadLetter.id == newest).values(status="requeued"))

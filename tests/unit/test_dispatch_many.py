@@ -185,3 +185,27 @@ def test_an_empty_batch_does_nothing(db: Database) -> None:
     index, _ = pipelines_and_signal(db)
     assert service.dispatch_many([], db=db, index=index, enqueue=lambda _: None) == []
     assert _state(db)["signals"] == {}
+
+
+def test_an_outage_at_the_claims_writes_no_dead_letter_and_the_retry_writes_it_once(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dispatcher import claims
+
+    index, first = pipelines_and_signal(db)
+    batch = [envelope_for_payload("{not json"), envelope_for_payload(first)]
+    real = claims.record_and_claim
+    calls: list[int] = []
+
+    def flaky(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 1:
+            raise ConnectionError("database away")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(claims, "record_and_claim", flaky)
+    with pytest.raises(ConnectionError):
+        service.dispatch_many(batch, db=db, index=index, enqueue=lambda _: None)
+    assert _state(db)["dead"] == 0  # the retry will write it: not twice
+    results = service.dispatch_many(batch, db=db, index=index, enqueue=lambda _: None)
+    assert ([r.claimed for r in results], _state(db)["dead"]) == ([0, 3], 1)
