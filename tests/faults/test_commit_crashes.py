@@ -29,7 +29,6 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -150,44 +149,20 @@ def processes() -> Iterator[list[Any]]:
 
 
 def _pipelines(db: Database, redis_url: str) -> list[uuid.UUID]:
-    from dispatcher.store import import_specs
-    from schemas.pipeline import PipelineSpec
+    from tests.support.ops import record_pipelines
 
-    ids = [uuid.uuid5(NAMESPACE, f"p{n}") for n in range(PIPELINES)]
-    specs = [
-        PipelineSpec.model_validate(
-            {
-                "id": str(pipeline_id),
-                "owner": "crash",
-                "name": f"crash-{n}",
-                "trigger_mode": "signal",
-                "scanner": {"tickers": [TICKER], "include_mock": True},
-                "executor": {"kind": "record"},
-            }
-        )
-        for n, pipeline_id in enumerate(ids)
-    ]
-    import_specs(db, specs, redis_url=redis_url)
-    return ids
+    return record_pipelines(
+        db, redis_url, TICKER, owner="crash", count=PIPELINES, namespace=NAMESPACE
+    )
 
 
 def _publish(db: Database, broker_url: str, step: str) -> list[uuid.UUID]:
     """Record and publish `SIGNALS` signals as the product does (history + outbox)."""
-    from signalgen.bus import KombuPublisher, publish_recorded, record_signals
-    from tests.support.ops import ticker_signal
+    from tests.support.ops import publish_ticker_signals
 
-    now = datetime.now(UTC)
-    signals = [
-        ticker_signal(TICKER, f"{step}|{n}|{now.isoformat()}", source="crash-test", at=now)
-        for n in range(SIGNALS)
-    ]
-    with db.session() as session:
-        recorded = record_signals(session, signals)
-    publisher = KombuPublisher(broker_url)
-    try:
-        assert publish_recorded(db, publisher, recorded).published == SIGNALS
-    finally:
-        publisher.close()
+    signals = publish_ticker_signals(
+        db, broker_url, TICKER, tag=step, source="crash-test", count=SIGNALS
+    )
     return [s.signal_id for s in signals]
 
 

@@ -8,7 +8,6 @@ import json
 import time
 import uuid
 from collections import Counter
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ from sqlalchemy import func, select
 from signalgen.storage import Database
 from signalgen.storage.models import Execution, SignalRecord
 from tests.faults.test_commit_crashes import _restore_unacked, _send
-from tests.support.ops import ticker_signal
+from tests.support.ops import publish_ticker_signals
 from tests.support.processes import CeleryProcess, bus_env, start_worker
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -29,48 +28,18 @@ NAMESPACE = uuid.UUID("0b4c1f6e-6a53-4f0e-9a55-6c1d0d3c2a11")
 
 
 def _pipelines(db: Database, redis_url: str) -> list[uuid.UUID]:
-    from dispatcher.store import import_specs
-    from schemas.pipeline import PipelineSpec
+    from tests.support.ops import record_pipelines
 
-    ids = [uuid.uuid5(NAMESPACE, f"p{n}") for n in range(PIPELINES)]
-    import_specs(
-        db,
-        [
-            PipelineSpec.model_validate(
-                {
-                    "id": str(pipeline_id),
-                    "owner": "batch",
-                    "name": f"batch-{n}",
-                    "trigger_mode": "signal",
-                    "scanner": {"tickers": [TICKER], "include_mock": True},
-                    "executor": {"kind": "record"},
-                }
-            )
-            for n, pipeline_id in enumerate(ids)
-        ],
-        redis_url=redis_url,
+    return record_pipelines(
+        db, redis_url, TICKER, owner="batch", count=PIPELINES, namespace=NAMESPACE
     )
-    return ids
 
 
 def _backlog(db: Database, redis_url: str, count: int, repeats: int) -> list[uuid.UUID]:
     """`count` signals published (the first `repeats` of them twice) before any worker runs."""
-    from signalgen.bus import KombuPublisher, publish_recorded, record_signals
-
-    now = datetime.now(UTC)
-    signals = [
-        ticker_signal(TICKER, f"batch|{n}|{now.isoformat()}", source="batch-test", at=now)
-        for n in range(count)
-    ]
-    with db.session() as session:
-        recorded = record_signals(session, signals)
-    publisher = KombuPublisher(redis_url)
-    try:
-        assert publish_recorded(db, publisher, recorded).published == count
-        for signal in signals[:repeats]:  # a publisher's retry: the same signal again
-            publisher.publish(signal.to_json(), signal.routing_key)
-    finally:
-        publisher.close()
+    signals = publish_ticker_signals(
+        db, redis_url, TICKER, tag="batch", source="batch-test", count=count, repeats=repeats
+    )
     return [s.signal_id for s in signals]
 
 
@@ -116,7 +85,8 @@ def _requests(*workers: CeleryProcess) -> Counter[str]:
     return names
 
 
-def _env(tmp_path: Path, pg_db: Database, redis_url: str, **overrides: str) -> dict[str, str]:
+def _env(tmp_path: Path, pg_db: Database, redis_url: str, most: int) -> dict[str, str]:
+    """A worker's environment: JSON logs (counted), recovery shortened to seconds."""
     return bus_env(
         tmp_path,
         redis_url=redis_url,
@@ -126,7 +96,8 @@ def _env(tmp_path: Path, pg_db: Database, redis_url: str, **overrides: str) -> d
         EXECUTION_LEASE_SECONDS="3",
         CLAIMED_GRACE_SECONDS="2",
         REPAIR_GRACE_SECONDS="3",
-        **overrides,
+        INTAKE_BATCH_MAX=str(most),
+        LOG_FORMAT="json",
     )
 
 
@@ -137,7 +108,7 @@ def test_a_backlog_is_dispatched_in_batches_each_pair_once(
     pipeline_ids = _pipelines(pg_db, redis_url)
     signal_ids = _backlog(pg_db, redis_url, count=120, repeats=20)
     worker = start_worker(
-        _env(tmp_path, pg_db, redis_url, INTAKE_BATCH_MAX=str(most), LOG_FORMAT="json"),
+        _env(tmp_path, pg_db, redis_url, most),
         tmp_path / "w.log",
         concurrency=2,
     )
@@ -165,7 +136,7 @@ def test_a_worker_killed_with_a_batch_in_flight_loses_nothing_and_runs_nothing_t
 ) -> None:
     pipeline_ids = _pipelines(pg_db, redis_url)
     signal_ids = _backlog(pg_db, redis_url, count=150, repeats=10)
-    env = _env(tmp_path, pg_db, redis_url, INTAKE_BATCH_MAX="16", LOG_FORMAT="json")
+    env = _env(tmp_path, pg_db, redis_url, 16)
     crashing = start_worker(env, tmp_path / "crashing.log", name="crashing", concurrency=2)
     try:
         crashing.wait_for('"task": "signals.dispatch_batch"', timeout=60)  # a batch received

@@ -14,6 +14,63 @@ from signalgen.storage.models import Execution, Pipeline
 T0 = datetime(2026, 3, 2, 14, 0, tzinfo=UTC)
 
 
+def record_pipelines(
+    db: Database, redis_url: str, ticker: str, *, owner: str, count: int, namespace: uuid.UUID
+) -> list[uuid.UUID]:
+    """`count` signal pipelines of `owner` on `ticker` (mock signals included), `record`
+    executors, ids stable under `namespace`; registered as the API does."""
+    from dispatcher.store import import_specs
+    from schemas.pipeline import PipelineSpec
+
+    ids = [uuid.uuid5(namespace, f"p{n}") for n in range(count)]
+    specs = [
+        PipelineSpec.model_validate(
+            {
+                "id": str(pipeline_id),
+                "owner": owner,
+                "name": f"{owner}-{n}",
+                "trigger_mode": "signal",
+                "scanner": {"tickers": [ticker], "include_mock": True},
+                "executor": {"kind": "record"},
+            }
+        )
+        for n, pipeline_id in enumerate(ids)
+    ]
+    import_specs(db, specs, redis_url=redis_url)
+    return ids
+
+
+def publish_ticker_signals(
+    db: Database,
+    broker_url: str,
+    ticker: str,
+    *,
+    tag: str,
+    source: str,
+    count: int,
+    repeats: int = 0,
+) -> list[Signal]:
+    """Record and publish `count` new signals on `ticker` as the product does (history +
+    outbox), the first `repeats` of them a second time (a publisher's retry)."""
+    from signalgen.bus import KombuPublisher, publish_recorded
+
+    now = datetime.now(UTC)
+    signals = [
+        ticker_signal(ticker, f"{tag}|{n}|{now.isoformat()}", source=source, at=now)
+        for n in range(count)
+    ]
+    with db.session() as session:
+        recorded = record_signals(session, signals)
+    publisher = KombuPublisher(broker_url)
+    try:
+        assert publish_recorded(db, publisher, recorded).published == count
+        for signal in signals[:repeats]:
+            publisher.publish(signal.to_json(), signal.routing_key)
+    finally:
+        publisher.close()
+    return signals
+
+
 def ticker_signal(
     ticker: str,
     event_key: str,
