@@ -201,14 +201,13 @@ class IntakeMessage(Message):  # type: ignore[misc]
 
 
 def as_dispatch_request(
-    messages: Message | list[Message], *, on_settled: Callable[[], None] | None = None
+    batch: list[Message], *, on_settled: Callable[[], None] | None = None
 ) -> Message:
     """The raw signal message(s) as one task message (Celery protocol 2) on the same channel:
     `signals.dispatch` with the envelope of one, `signals.dispatch_batch` with the envelopes of
     several. Acking or rejecting it acts on every raw message."""
     from dispatcher.intake import make_envelope
 
-    batch = messages if isinstance(messages, list) else [messages]
     if not batch:
         raise ValueError("as_dispatch_request: no message")
     first = batch[0]
@@ -273,20 +272,25 @@ def _enqueue_executions(parent_id: str | None, root_id: str | None) -> Any:
     return enqueue
 
 
+def _dispatch(task: PolicyTask, envelopes: list[Any]) -> list[dict[str, Any]]:
+    """`service.dispatch_many` with this worker's resources, for either dispatch task."""
+    from dispatcher import service
+
+    resources = task.ctx.dispatcher
+    results = service.dispatch_many(
+        envelopes,
+        db=resources.db,
+        index=resources.index.current(),
+        enqueue=_enqueue_executions(task.request.id, task.request.root_id),
+    )
+    return [result.as_dict() for result in results]
+
+
 @bus_task("signals.dispatch", transient=OUTAGES, max_retries=20, backoff_max=60)
 def dispatch(self: PolicyTask, envelope: dict[str, Any]) -> dict[str, Any]:
     """Validate, match, claim, fan out. Invalid signals are dead-lettered inside `dispatch`
     (never retried); an outage (database, broker) is retried; anything else is dead-lettered."""
-    from dispatcher import service
-
-    resources = self.ctx.dispatcher
-    result = service.dispatch(
-        envelope,
-        db=resources.db,
-        index=resources.index.current(),
-        enqueue=_enqueue_executions(self.request.id, self.request.root_id),
-    )
-    return result.as_dict()
+    return _dispatch(self, [envelope])[0]
 
 
 @bus_task("signals.dispatch_batch", transient=OUTAGES, max_retries=20, backoff_max=60)
@@ -295,21 +299,13 @@ def dispatch_batch(self: PolicyTask, envelopes: list[Any]) -> list[dict[str, Any
     statement, their executions in one send (dispatcher/batching.py). An outage is retried for
     the batch; any other failure splits it: each signal goes on as its own `signals.dispatch`
     task, so one signal that cannot be dispatched is dead-lettered alone, not with the batch."""
-    from dispatcher import service
-
     if not isinstance(envelopes, list) or len(envelopes) > MAX_BATCH:  # a hand-made message
         raise TypeError(
             f"signals.dispatch_batch takes a list of at most {MAX_BATCH} envelopes, not "
             + (f"{len(envelopes)}" if isinstance(envelopes, list) else type(envelopes).__name__)
         )
-    resources = self.ctx.dispatcher
     try:
-        results = service.dispatch_many(
-            envelopes,
-            db=resources.db,
-            index=resources.index.current(),
-            enqueue=_enqueue_executions(self.request.id, self.request.root_id),
-        )
+        return _dispatch(self, envelopes)
     except OUTAGES:
         raise
     except Exception as exc:  # not an outage: one signal's own fault, or ours
@@ -323,4 +319,3 @@ def dispatch_batch(self: PolicyTask, envelopes: list[Any]) -> list[dict[str, Any
         for envelope in envelopes:  # each alone; what was done already is not done twice
             dispatch.apply_async((envelope,), queue=DISPATCH_QUEUE)
         return [{"split": True} for _ in envelopes]
-    return [result.as_dict() for result in results]

@@ -47,7 +47,7 @@ def raw(body: bytes, content_type: str, channel: FakeChannel) -> Message:
 def test_a_pickle_is_carried_as_bytes_and_acks_act_on_the_raw_delivery() -> None:
     channel = FakeChannel()
     evil = b"cos\nsystem\n(S'touch /tmp/never'\ntR."
-    request = as_dispatch_request(raw(evil, "application/x-python-serialize", channel))
+    request = as_dispatch_request([raw(evil, "application/x-python-serialize", channel)])
     assert request.headers["task"] == "signals.dispatch"
     assert request.content_type == "application/json"
     (args, kwargs, _embed) = json.loads(request.body)
@@ -64,14 +64,14 @@ def test_a_pickle_is_carried_as_bytes_and_acks_act_on_the_raw_delivery() -> None
         raise AssertionError("a pickle was accepted")
     request.ack()
     assert channel.acked == ["tag-7"]
-    request2 = as_dispatch_request(raw(evil, "application/x-python-serialize", channel))
+    request2 = as_dispatch_request([raw(evil, "application/x-python-serialize", channel)])
     request2.reject(requeue=True)
     assert channel.rejected == [("tag-7", True)]
 
 
 def test_a_retry_goes_to_the_dispatch_queue_never_back_to_the_exchange() -> None:
     body = json.dumps({"signal_id": "x", "pad": "y" * 5000}).encode()
-    request = as_dispatch_request(raw(body, "application/json", FakeChannel()))
+    request = as_dispatch_request([raw(body, "application/json", FakeChannel())])
     assert request.delivery_info["exchange"] == ""
     assert request.delivery_info["routing_key"] == DISPATCH_QUEUE
     assert request.delivery_info["redelivered"] is True

@@ -294,3 +294,14 @@ def test_webhooks_path_comes_from_settings(fresh: pytest.MonkeyPatch, tmp_path: 
     fresh.setenv("WEBHOOKS_CONFIG_PATH", str(tmp_path / "hooks.json"))
     reset_settings()
     assert default_config_path() == tmp_path / "hooks.json"
+
+
+def test_intake_batch_max_is_between_one_and_the_batch_cap(fresh: pytest.MonkeyPatch) -> None:
+    from dispatcher.batching import MAX_BATCH
+
+    assert Settings().intake_batch_max == 16
+    assert Settings(INTAKE_BATCH_MAX=1).intake_batch_max == 1  # type: ignore[call-arg]
+    assert Settings(INTAKE_BATCH_MAX=MAX_BATCH).intake_batch_max == MAX_BATCH  # type: ignore[call-arg]
+    for bad in (0, MAX_BATCH + 1):
+        with pytest.raises(ValidationError, match="INTAKE_BATCH_MAX"):
+            Settings(INTAKE_BATCH_MAX=bad)  # type: ignore[call-arg]
