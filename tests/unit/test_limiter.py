@@ -81,12 +81,14 @@ def test_invalid_limits_are_refused() -> None:
 def test_a_429_halves_the_shared_rate_once_per_burst_and_pauses_every_caller() -> None:
     limiter = memory_rate_limiter([Limit(20, 0.5)], guard_seconds=0)
     other = RedisRateLimiter(limiter.client, limiter.limits, key=limiter.key, guard_seconds=0)
-    assert limiter.on_rate_limited(retry_after=0.3)
-    assert not other.on_rate_limited(retry_after=0.3)  # the same burst: no second cut
+    # A pause long enough that a loaded machine (xdist) still finds it running: with 0.3 s,
+    # 0.3 s had passed between the cut and the other worker's look once, and it found none.
+    assert limiter.on_rate_limited(retry_after=2.0)
+    assert not other.on_rate_limited(retry_after=2.0)  # the same burst: no second cut
     assert limiter.effective_rate() == other.effective_rate() == 10.0
     wait = other.try_acquire()  # the pause is shared: another worker waits too
-    assert 0.2 < wait <= 0.3
-    assert other.acquire(timeout=2.0)
+    assert 1.0 < wait <= 2.0
+    assert other.acquire(timeout=4.0)
     # After the pause, only 10 of the configured 20 per window are granted.
     granted = 1 + sum(other.acquire(block=False) for _ in range(30))
     assert granted == 10
