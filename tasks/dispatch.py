@@ -110,8 +110,6 @@ class SignalIntake(bootsteps.ConsumerStep):  # type: ignore[misc]
         return IntakeBatcher(limit=slots, max_batch=most, size=lambda m: len(m.body or b""))
 
     def on_message(self, message: Message) -> None:
-        if self._handler is None:  # Celery's own handler for task messages (strategies built)
-            self._handler = self._consumer.create_task_handler()
         batcher = self._batcher
         if batcher is None:
             self._hand_over([message], None)
@@ -136,6 +134,8 @@ class SignalIntake(bootsteps.ConsumerStep):  # type: ignore[misc]
             if on_settled is not None:
                 on_settled()
             return
+        if self._handler is None:  # Celery's own handler for task messages (strategies built)
+            self._handler = self._consumer.create_task_handler()
         self._handler(request)
 
     def _settled(self, batcher: IntakeBatcher[Message]) -> None:
@@ -146,6 +146,8 @@ class SignalIntake(bootsteps.ConsumerStep):  # type: ignore[misc]
             self._consumer.hub.call_soon(self._hand_all, ready, batcher)
 
     def _hand_all(self, batches: list[list[Message]], batcher: IntakeBatcher[Message]) -> None:
+        if batcher is not self._batcher:
+            return  # the consumer restarted since: their channel is gone, the broker restores them
         for batch in batches:
             self._hand_over(batch, batcher)
 

@@ -92,8 +92,8 @@ def install_crash_point(step: str) -> None:
         "claimed": (fanout, "enqueue_many", _before),
         # Messages on the broker, `signals.dispatch` not returned.
         "sent": (fanout, "enqueue_many", _after),
-        # `signals.dispatch` returned, the raw signal not acked.
-        "dispatched": (service, "dispatch", _after),
+        # The dispatch (lone or batch: both tasks call `dispatch_many`) returned, not acked.
+        "dispatched": (service, "dispatch_many", _after),
         # `start` committed, the executor not run.
         "started": (service, "run_executor", _before),
         # The executor ran, `finish` not run.

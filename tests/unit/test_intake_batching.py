@@ -209,3 +209,40 @@ def test_a_batch_that_fails_but_not_for_an_outage_is_split_into_lone_dispatches(
         assert sent == []
     finally:
         module.dispatch_batch.pop_request()
+
+
+def test_batches_released_before_a_consumer_restart_are_dropped_not_handed_to_a_new_handler() -> (
+    None
+):
+    """A batch released by a settle, handed over on the loop's next turn after the consumer
+    restarted (Redis went away): its raw messages belong to the closed channel, which the broker
+    restores; handing them over killed the worker ("'NoneType' object is not callable")."""
+    from types import SimpleNamespace
+
+    from tasks.dispatch import SignalIntake
+
+    handed: list[Any] = []
+    soon: list[Any] = []
+    consumer = SimpleNamespace(
+        hub=SimpleNamespace(call_soon=lambda fn, *args: soon.append((fn, args))),
+        create_task_handler=lambda: handed.append,
+    )
+    intake = SignalIntake.__new__(SignalIntake)
+    intake._consumer, intake._handler = consumer, None
+    channel = FakeChannel()
+    intake._batcher = old = IntakeBatcher(limit=1, max_batch=4, size=lambda m: len(m.body))
+    intake.on_message(_raw("a", channel))  # goes at once
+    intake.on_message(_raw("b", channel))  # waits
+    assert len(handed) == 1
+    handed[0].ack()  # settles: "b" is released for the loop's next turn
+    assert len(soon) == 1
+    # The consumer restarts before that turn: a new handler to build, a new batcher.
+    intake._handler = None
+    intake._batcher = IntakeBatcher(limit=1, max_batch=4, size=lambda m: len(m.body))
+    fn, args = soon.pop()
+    fn(*args)
+    assert len(handed) == 1 and old is not intake._batcher  # dropped, nothing raised
+    # The allowed case: on the current batcher a released batch is handed over, the handler
+    # built on first use.
+    intake.on_message(_raw("c", channel))
+    assert len(handed) == 2 and handed[1].headers["task"] == "signals.dispatch"
