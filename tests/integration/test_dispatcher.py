@@ -595,3 +595,40 @@ def test_fan_out_of_one_signal_to_many_pipelines_on_each_broker(
         record = session.get(SignalRecord, uuid.UUID(signal["signal_id"]))
     assert record is not None and record.matched_count == 600
     assert record.dispatch_status == "dispatched"
+
+
+@pytest.mark.parametrize("broker", ["redis", "rabbitmq"])
+def test_a_lone_message_goes_out_as_a_batched_one_does(
+    redis_url: str, request: pytest.FixtureRequest, broker: str
+) -> None:
+    """`enqueue_many` sends a single message without `Producer.batch` (one LPUSH on Redis, no
+    pipeline): the same task message, to the same queue, as the same call in a batch."""
+    from celery import Celery
+    from kombu import Queue
+
+    from dispatcher.fanout import enqueue_many
+
+    broker_url = redis_url if broker == "redis" else request.getfixturevalue("rabbitmq_url")
+    app = Celery("fanout-lone", broker=broker_url, set_as_current=False)
+    queue = f"lone-{uuid.uuid4().hex[:8]}"
+    app.conf.task_queues = [Queue(queue)]
+    calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = [((n, 1.5), {}) for n in range(3)]
+    alone = enqueue_many(app, "pipelines.execute", calls[:1], queue=queue, root_id="r")
+    batched = enqueue_many(app, "pipelines.execute", calls, queue=queue, root_id="r")
+    got: list[Any] = []
+    with app.connection_for_read() as connection, connection.SimpleQueue(queue) as messages:
+        while len(got) < 4:
+            message = messages.get(timeout=5)
+            message.ack()
+            got.append(message)
+        with pytest.raises(messages.Empty):
+            messages.get(timeout=0.2)
+    assert [m.headers["id"] for m in got] == alone + batched
+    assert [m.decode()[0] for m in got] == [[0, 1.5], [0, 1.5], [1, 1.5], [2, 1.5]]
+
+    def shape(message: Any) -> tuple[Any, ...]:
+        headers = {k: v for k, v in message.headers.items() if k != "id"}
+        return headers, message.body, message.content_type, message.content_encoding
+
+    assert shape(got[0]) == shape(got[1])
+    assert got[0].headers["root_id"] == "r" and got[0].headers["task"] == "pipelines.execute"
