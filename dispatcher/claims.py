@@ -93,6 +93,7 @@ from sqlalchemy.orm import Session
 from schemas.statuses import STARTABLE, DispatchStatus, ExecutionStatus
 from signalgen.bus.recorder import signal_row, stored_payload
 from signalgen.storage import insert_ignore
+from signalgen.storage.driver import DriverStatement
 from signalgen.storage.models import Execution, Pipeline, SignalRecord, SignalTicker
 
 _EXECUTIONS: Table = Execution.__table__  # type: ignore[assignment]
@@ -302,8 +303,8 @@ def record_and_claim(
             return [_record_and_claim_orm(orm, item, now) for item in signals]
     # The signals as one JSON parameter (one dump, no per-element array quoting), the claims
     # as two uuid arrays.
-    rows = session.execute(
-        _PG_DISPATCH_SIGNALS,
+    rows = _PG_DISPATCH_SIGNALS_RUN.execute(
+        session,
         {
             "now": now,
             "status": ExecutionStatus.ENQUEUED.value,
@@ -331,20 +332,20 @@ def record_and_claim(
                 item.signal.signal_id for item in signals for _ in item.pipeline_ids
             ],
         },
-    ).all()
+    ).rows
     # `recorded` returns one row per signal (inserted or updated), joined to its new claims.
     by_signal: dict[uuid.UUID, tuple[bool, datetime | None, list[Claim]]] = {}
-    for row in rows:
+    for signal_id, inserted, published_at, execution_id, pipeline_id in rows:
         _, _, new = by_signal.setdefault(
-            row.signal_id,
+            signal_id,
             (
-                bool(row.inserted),
-                row.published_at.astimezone(UTC) if row.published_at is not None else None,
+                bool(inserted),
+                published_at.astimezone(UTC) if published_at is not None else None,
                 [],
             ),
         )
-        if row.id is not None:
-            new.append(Claim(row.id, row.pipeline_id))
+        if execution_id is not None:
+            new.append(Claim(execution_id, pipeline_id))
     return [
         Dispatched(new, inserted, stored)
         for inserted, stored, new in (by_signal[item.signal.signal_id] for item in signals)
@@ -545,20 +546,20 @@ def start_with_context(
     if not _is_postgresql(session):
         with _orm(session) as orm:
             return _start_with_context_orm(orm, execution_id, now, lease, published_at)
-    row = session.execute(
-        _START_WITH_CONTEXT, _start_params(execution_id, now, lease, published_at)
+    row = _START_WITH_CONTEXT_RUN.execute(
+        session, _start_params(execution_id, now, lease, published_at)
     ).first()
     if row is None:
         return None
-    started = Started(
-        row.id, row.pipeline_id, row.idempotency_key, row.signal_id, row.slot, row.attempts, now
-    )
+    taken, pipeline_id, key, signal_id, slot, attempts, executor, config, enabled, payload = row
+    slot = slot.astimezone(UTC) if slot is not None else None
+    started = Started(taken, pipeline_id, key, signal_id, slot, attempts, now)
     return StartedWith(
         started,
-        row.executor,
-        dict(row.executor_config or {}),
-        bool(row.enabled) if row.executor is not None else False,
-        row.payload,
+        executor,
+        dict(config or {}),
+        bool(enabled) if executor is not None else False,
+        payload,
     )
 
 
@@ -683,6 +684,14 @@ _FINISH = (
 #: PostgreSQL's `finish`: the same UPDATE, its commit asynchronous (`_ASYNCHRONOUS_COMMIT`).
 _FINISH_ASYNCHRONOUS = _FINISH.where(_ASYNCHRONOUS_COMMIT)
 
+# The hot path's statements (per signal: the claims; per execution: `start`, `finish`) run on
+# psycopg's connection, SQLAlchemy's work around each execution left out
+# (signalgen/storage/driver.py); on SQLite they run as any other.
+_PG_DISPATCH_SIGNALS_RUN = DriverStatement(_PG_DISPATCH_SIGNALS)
+_START_WITH_CONTEXT_RUN = DriverStatement(_START_WITH_CONTEXT)
+_FINISH_RUN = DriverStatement(_FINISH)
+_FINISH_ASYNCHRONOUS_RUN = DriverStatement(_FINISH_ASYNCHRONOUS)
+
 
 def finish(
     session: Session | Connection,
@@ -696,9 +705,9 @@ def finish(
     """running → `status` for the attempt that holds the row. False if it was taken over.
 
     Commits asynchronously (module docstring, commit 3): end the transaction after this."""
-    statement = _FINISH_ASYNCHRONOUS if _is_postgresql(session) else _FINISH
-    result = session.execute(
-        statement,
+    statement = _FINISH_ASYNCHRONOUS_RUN if _is_postgresql(session) else _FINISH_RUN
+    result = statement.execute(
+        session,
         {
             "execution_id": started.execution_id,
             "attempt": started.attempt,
@@ -708,7 +717,7 @@ def finish(
             "error_text": error,
         },
     )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    return bool(result.rowcount)
 
 
 def stale_executions(
