@@ -100,6 +100,11 @@ class Database:
     #: CPU here. A process opens as many of its connections as it runs statements at once (one
     #: per pool process), besides the main pool's.
     _autocommit: Engine | None = field(init=False, default=None, repr=False)
+    #: PostgreSQL: the main thread's `statement` connection, kept checked out between blocks
+    #: (`_kept_connection`), when it was last used, and whether a block holds it now.
+    _kept: Connection | None = field(init=False, default=None, repr=False)
+    _kept_used: float = field(init=False, default=0.0, repr=False)
+    _kept_busy: bool = field(init=False, default=False, repr=False)
 
     def __post_init__(self) -> None:
         self.engine = make_engine(self.url)
@@ -138,8 +143,55 @@ class Database:
             with self.engine.begin() as connection:
                 yield connection
             return
-        with self._autocommit.connect() as connection:
+        if self._kept_busy or threading.current_thread() is not threading.main_thread():
+            # A block inside a block, or another thread: a pooled connection of its own.
+            with self._autocommit.connect() as connection:
+                yield connection
+            return
+        connection = self._kept_connection()
+        self._kept_busy = True
+        try:
             yield connection
+        except BaseException:
+            # Whatever failed, the next block starts on a connection in a known state (the
+            # pool invalidated this one if the error broke it).
+            self._kept = None
+            connection.close()
+            raise
+        finally:
+            self._kept_busy = False
+            self._kept_used = time.monotonic()
+
+    def _kept_connection(self) -> Connection:
+        """The main thread's `statement` connection (a Celery pool process runs its tasks
+        there), kept checked out from one block to the next: the pool's checkout and checkin
+        cost more CPU than a hot-path statement's own run on the driver (45-65 us of 90-160
+        per block, measured here; docs/performance.md). One left idle longer than
+        `IDLE_PING_SECONDS` is pinged first, as the pool does on checkout."""
+        assert self._autocommit is not None
+        connection = self._kept
+        if connection is not None and (
+            connection.closed
+            or connection.invalidated
+            or (
+                time.monotonic() - self._kept_used > IDLE_PING_SECONDS
+                and not self._answers(connection)
+            )
+        ):
+            connection.close()
+            connection = None
+        if connection is None:
+            connection = self._kept = self._autocommit.connect()
+        return connection
+
+    def _answers(self, connection: Connection) -> bool:
+        try:
+            return bool(
+                connection.dialect.do_ping(connection.connection.dbapi_connection)  # type: ignore[arg-type]
+            )
+        except Exception as exc:
+            connection.invalidate(exc)
+            return False
 
     @contextmanager
     def rehearsal(self) -> Iterator[Connection]:
@@ -156,6 +208,10 @@ class Database:
                 transaction.rollback()
 
     def dispose(self) -> None:
+        """Close the kept `statement` connection and every pooled one."""
+        connection, self._kept = self._kept, None
+        if connection is not None:
+            connection.close()
         for engine in self.engines:
             engine.dispose()
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -143,3 +145,57 @@ def test_statements_run_as_any_other_on_sqlite(sqlite_db: Database) -> None:
     statement = DriverStatement(text("SELECT :a + 1"))
     with sqlite_db.statement() as connection:
         assert statement.execute(connection, {"a": 1}).rows == [(2,)]
+
+
+def _pid(db: Database) -> int:
+    with db.statement() as connection:
+        return int(connection.exec_driver_sql("SELECT pg_backend_pid()").scalar_one())
+
+
+def test_the_main_threads_statement_connection_is_kept_from_block_to_block(
+    pg_db: Database,
+) -> None:
+    """Consecutive blocks share one connection (no checkout each time); a block inside a block,
+    or on another thread, takes a pooled one of its own; an error gives the next block a fresh
+    checkout; `dispose` closes the kept one."""
+    pool = pg_db.engines[-1].pool
+    first = _pid(pg_db)
+    assert _pid(pg_db) == first
+    assert pool.checkedout() == 1  # still out between blocks: kept
+    with pg_db.statement() as outer:
+        inner = _pid(pg_db)
+        assert int(outer.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()) == first
+    assert inner != first
+    elsewhere: list[int] = []
+    thread = threading.Thread(target=lambda: elsewhere.append(_pid(pg_db)))
+    thread.start()
+    thread.join()
+    assert elsewhere and elsewhere[0] != first
+    with pytest.raises(RuntimeError), pg_db.statement():
+        raise RuntimeError("the block failed")
+    assert pool.checkedout() == 0
+    assert _pid(pg_db) in {first, inner, elsewhere[0]}  # back from the pool, not kept across
+    kept = _pid(pg_db)
+    pg_db.dispose()
+    assert pool.checkedout() == 0
+    with Database(pg_db.url).session() as session:
+        alive = session.execute(
+            text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid"), {"pid": kept}
+        ).scalar_one()
+    assert alive == 0
+
+
+def test_a_kept_connection_idle_too_long_is_pinged_and_replaced_if_dead(
+    pg_db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As the pool's checkout does: a connection idle past IDLE_PING_SECONDS is pinged before
+    the block gets it, so a backend that went away meanwhile costs no failed statement."""
+    from signalgen.storage import engine
+
+    first = _pid(pg_db)
+    with pg_db.session() as session:
+        session.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": first})
+    monkeypatch.setattr(engine, "IDLE_PING_SECONDS", 0.0)
+    time.sleep(0.05)
+    second = _pid(pg_db)  # no error: the ping found the dead one
+    assert second != first
