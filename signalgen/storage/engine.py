@@ -149,8 +149,13 @@ class Database:
             with self._autocommit.connect() as connection:
                 yield connection
             return
-        connection = self._kept_connection()
+        # Busy before any I/O: a greenlet that switches in meanwhile takes a pooled one.
         self._kept_busy = True
+        try:
+            connection = self._kept_connection()
+        except BaseException:
+            self._kept_busy = False
+            raise
         try:
             yield connection
         except BaseException:
@@ -179,6 +184,7 @@ class Database:
                 and not self._answers(connection)
             )
         ):
+            self._kept = None
             connection.close()
             connection = None
         if connection is None:

@@ -199,3 +199,22 @@ def test_a_kept_connection_idle_too_long_is_pinged_and_replaced_if_dead(
     time.sleep(0.05)
     second = _pid(pg_db)  # no error: the ping found the dead one
     assert second != first
+
+
+def test_a_failed_checkout_leaves_the_next_block_its_kept_connection(
+    pg_db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server refusing the connection fails the block, and nothing stays marked busy: the
+    next block keeps its connection again."""
+    pg_db.dispose()
+    engine = pg_db.engines[-1]
+
+    def refused() -> Any:
+        raise OperationalError("connect", {}, ConnectionRefusedError("refused"))
+
+    monkeypatch.setattr(engine, "connect", refused)
+    with pytest.raises(OperationalError), pg_db.statement():
+        pass
+    monkeypatch.undo()
+    _pid(pg_db)
+    assert engine.pool.checkedout() == 1
