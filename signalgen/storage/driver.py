@@ -27,7 +27,7 @@ Anything but psycopg (SQLite) runs through `Connection.execute` as well.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -126,4 +126,4 @@ def _watched(connection: Connection) -> bool:
     return bool(dispatch.before_cursor_execute) or bool(dispatch.after_cursor_execute)
 
 
-__all__: Sequence[str] = ["DriverResult", "DriverStatement"]
+__all__ = ["DriverResult", "DriverStatement"]

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import event, select, text
+from sqlalchemy import select, text
 
 from dispatcher import claims, service
 from dispatcher.intake import decode_envelope, envelope_for_payload
@@ -18,6 +18,7 @@ from schemas.statuses import ExecuteResult, ExecutionStatus
 from signalgen.storage import Database
 from signalgen.storage.models import Execution
 from tests.support.claims import pipelines_and_signal
+from tests.support.sql import listening
 
 pytestmark = pytest.mark.integration
 
@@ -47,15 +48,8 @@ def commits(db: Database) -> Iterator[list[str]]:
         seen.append("async" if key in relaxed else "sync")
         relaxed.discard(key)
 
-    for engine in db.engines:
-        event.listen(engine, "before_cursor_execute", on_execute)
-        event.listen(engine, "commit", on_commit)
-    try:
+    with listening(db, before_cursor_execute=on_execute, commit=on_commit):
         yield seen
-    finally:
-        for engine in db.engines:
-            event.remove(engine, "before_cursor_execute", on_execute)
-            event.remove(engine, "commit", on_commit)
 
 
 def _statuses(db: Database) -> list[str]:

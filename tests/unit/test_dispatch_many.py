@@ -163,22 +163,12 @@ def test_a_failed_send_sends_back_every_new_claim_of_the_batch(db: Database) -> 
 def test_a_batch_claims_in_one_synchronous_commit_on_postgresql(pg_db: Database) -> None:
     index, first = pipelines_and_signal(pg_db)
     batch = [envelope_for_payload(p) for p in (first, signal_payload(), _on("MSFT"))]
-    statements: list[str] = []
-    from sqlalchemy import event
+    from tests.support.sql import statements
 
-    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        statements.append(statement)
-
-    for engine in pg_db.engines:
-        event.listen(engine, "before_cursor_execute", count)
-    try:
-        with commits(pg_db) as seen:
-            results = service.dispatch_many(batch, db=pg_db, index=index, enqueue=lambda _: None)
-    finally:
-        for engine in pg_db.engines:
-            event.remove(engine, "before_cursor_execute", count)
+    with statements(pg_db) as run, commits(pg_db) as seen:
+        results = service.dispatch_many(batch, db=pg_db, index=index, enqueue=lambda _: None)
     assert [r.claimed for r in results] == [3, 3, 0]
-    assert (seen, len(statements)) == (["sync"], 1)
+    assert (seen, len(run)) == (["sync"], 1)
 
 
 def test_an_empty_batch_does_nothing(db: Database) -> None:

@@ -3,16 +3,14 @@ SQLAlchemy's execution gives, fail as SQLAlchemy fails, and leave the pool usabl
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import threading
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import event, text
+from sqlalchemy import text
 from sqlalchemy.exc import DataError, OperationalError
 
 from dispatcher import claims, service
@@ -21,28 +19,11 @@ from schemas.statuses import ExecutionStatus
 from signalgen.storage import Database
 from signalgen.storage.driver import DriverStatement
 from tests.support.claims import pipelines_and_signal, signal_payload
+from tests.support.sql import statements
 
 pytestmark = pytest.mark.integration
 
 LEASE = timedelta(seconds=30)
-
-
-@contextlib.contextmanager
-def through_sqlalchemy(db: Database) -> Iterator[list[str]]:
-    """A cursor-level listener on every engine: statements go through `Connection.execute`
-    (the listener sees each one)."""
-    seen: list[str] = []
-
-    def on_execute(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        seen.append(" ".join(statement.split())[:24])
-
-    for engine in db.engines:
-        event.listen(engine, "before_cursor_execute", on_execute)
-    try:
-        yield seen
-    finally:
-        for engine in db.engines:
-            event.remove(engine, "before_cursor_execute", on_execute)
 
 
 def _dispatch_and_run(db: Database, index: Any) -> tuple[Any, Any, bool]:
@@ -81,9 +62,10 @@ def _comparable(taken: Any) -> dict[str, Any]:
 def test_the_driver_path_returns_what_sqlalchemy_returns(pg_db: Database) -> None:
     index, _ = pipelines_and_signal(pg_db, count=1)
     direct_sent, direct, direct_held = _dispatch_and_run(pg_db, index)
-    with through_sqlalchemy(pg_db) as seen:
+    with statements(pg_db) as run:  # a cursor listener: through SQLAlchemy this time
         routed_sent, routed, routed_held = _dispatch_and_run(pg_db, index)
     # The listener saw the three hot statements: they went through SQLAlchemy that time.
+    seen = [" ".join(s.split())[:24] for s in run]
     assert [s for s in seen if s.startswith(("WITH", "UPDATE"))] == [
         "WITH incoming AS ( SELEC",
         "WITH taken AS (UPDATE ex",
